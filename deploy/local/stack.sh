@@ -1,0 +1,840 @@
+#!/usr/bin/env bash
+# The local rfm-stream stack without Docker: one Apache Kafka broker (KRaft) run from the
+# official Maven Central jars with the machine's JDK, and the machine's redis-server.
+# Run `deploy/local/stack.sh --help` for usage.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd -P -- "$SCRIPT_DIR/../.." && pwd)
+SELF="deploy/local/stack.sh"
+POM="$SCRIPT_DIR/pom.xml"
+
+usage() {
+  cat <<EOF
+Usage: $SELF COMMAND [SERVICE] [OPTIONS]
+
+Runs the local development stack of rfm-stream without Docker: one Apache Kafka broker
+(KRaft mode, broker and controller in one JVM, started from the official jars on Maven
+Central with this machine's JDK) and one Redis server (this machine's redis-server).
+
+Commands
+  start    Start the service(s) and wait until they answer (Kafka: a metadata request;
+           Redis: PING). Already running and healthy: says so, exits 0.
+           On first use it downloads the Kafka jars with Maven into the cache and installs
+           redis-server (and kcat, optional) with apt-get if they are missing.
+  stop     Stop the service(s): SIGTERM, wait up to \$RFM_STOP_TIMEOUT s (30), then SIGKILL.
+           Already stopped: exits 0.
+  status   Print state, address, pid and log file of each service. Exits 0 only if every
+           requested service is running and healthy.
+  wipe     Stop the service(s) and delete their data, logs and remembered ports.
+           The jar cache is kept.
+  env      Print the connection settings of the running stack (the content of
+           .local/stack.env): RFM_KAFKA_BOOTSTRAP=... and RFM_REDIS_URL=...
+           With --export, prefix each line with "export " for: eval "\$($SELF env --export)"
+  logs     Print the last lines of the log file(s); -f follows them, -n N sets the count.
+
+Service
+  kafka | redis | all      Default: all. Example: $SELF stop kafka
+
+Options
+  -f, --follow             logs: keep following the files (Ctrl-C to end)
+  -n, --lines N            logs: how many lines to show (default 100)
+      --export             env: print "export KEY=VALUE" lines
+  -h, --help               This text.
+
+Ports
+  Kafka listens on 127.0.0.1:9092, its KRaft controller on 127.0.0.1:9093, Redis on
+  127.0.0.1:6379. A port held by another program is not taken: the stack picks a free one
+  and says so. The ports chosen are remembered and reused on the next start, so clients
+  keep working across stop/start. Set RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT or
+  RFM_REDIS_PORT to insist on a port (start fails if it is taken).
+  The ports in use are always in .local/stack.env, e.g.
+      RFM_KAFKA_BOOTSTRAP=127.0.0.1:9092
+      RFM_REDIS_URL=redis://127.0.0.1:6379/0
+  which every rfm-stream command, the worker and the tests read.
+
+Files
+  \$RFM_LOCAL_DIR (default <repo>/.local; now $(local_dir_display))
+      stack.env                  connection settings (see env)
+      kafka/server.properties    rendered from deploy/local/kafka/server.properties
+      kafka/data/                Kafka log segments and KRaft metadata
+      kafka/cluster.id           KRaft cluster id, generated once
+      kafka/kafka.pid, redis/redis.pid
+      redis/redis.conf           rendered from deploy/local/redis/redis.conf
+      redis/                     Redis append-only file and snapshot
+      logs/kafka.log             broker log (log4j2: deploy/local/kafka/log4j2.yaml)
+      logs/kafka.out             JVM stdout/stderr (crashes, JVM errors)
+      logs/redis.log             Redis log
+  \$RFM_CACHE_DIR (default ~/.cache/rfm-stream)
+      kafka-<version>/libs       broker jars; the version is pinned in deploy/local/pom.xml
+
+Environment
+  RFM_LOCAL_DIR, RFM_CACHE_DIR          see Files
+  RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT, RFM_REDIS_PORT   see Ports
+  RFM_KAFKA_HEAP_OPTS                   JVM heap flags (default "-Xms256m -Xmx1g")
+  RFM_KAFKA_START_TIMEOUT               seconds to wait for Kafka to answer (default 90)
+  RFM_REDIS_START_TIMEOUT               seconds to wait for Redis to answer (default 30)
+  RFM_STOP_TIMEOUT                      seconds between SIGTERM and SIGKILL (default 30)
+
+Needs: Linux, bash, a JDK 17+ (java) and Maven (mvn) for the first download; redis-server
+and kcat are installed with apt-get (as root or with sudo) when missing.
+EOF
+}
+
+# ----------------------------------------------------------------------------------------
+# Messages
+
+say() { printf 'stack: %s\n' "$*"; }
+warn() { printf 'stack: warning: %s\n' "$*" >&2; }
+die() {
+  printf 'stack: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# Paths in messages: relative to the repository when inside it, so they can be pasted there.
+show_path() {
+  local path=$1
+  if [[ $path == "$REPO_DIR"/* ]]; then
+    printf '%s' "${path#"$REPO_DIR"/}"
+  else
+    printf '%s' "$path"
+  fi
+}
+
+local_dir_display() { show_path "$LOCAL_DIR"; }
+
+# ----------------------------------------------------------------------------------------
+# Layout
+
+absolute() {
+  if [[ $1 == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD" "$1"; fi
+}
+
+LOCAL_DIR=$(absolute "${RFM_LOCAL_DIR:-$REPO_DIR/.local}")
+CACHE_DIR=$(absolute "${RFM_CACHE_DIR:-${HOME:-$LOCAL_DIR}/.cache/rfm-stream}")
+LOG_DIR="$LOCAL_DIR/logs"
+STACK_ENV="$LOCAL_DIR/stack.env"
+LOCK_FILE="$LOCAL_DIR/.stack.lock"
+
+KAFKA_DIR="$LOCAL_DIR/kafka"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_CONF="$KAFKA_DIR/server.properties"
+KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
+KAFKA_CLUSTER_ID_FILE="$KAFKA_DIR/cluster.id"
+KAFKA_LOG="$LOG_DIR/kafka.log"
+KAFKA_OUT="$LOG_DIR/kafka.out"
+KAFKA_TEMPLATE="$SCRIPT_DIR/kafka/server.properties"
+KAFKA_LOG4J="$SCRIPT_DIR/kafka/log4j2.yaml"
+
+REDIS_DIR="$LOCAL_DIR/redis"
+REDIS_CONF="$REDIS_DIR/redis.conf"
+REDIS_PID_FILE="$REDIS_DIR/redis.pid"
+REDIS_LOG="$LOG_DIR/redis.log"
+REDIS_TEMPLATE="$SCRIPT_DIR/redis/redis.conf"
+
+DEFAULT_KAFKA_PORT=9092
+DEFAULT_CONTROLLER_PORT=9093
+DEFAULT_REDIS_PORT=6379
+
+KAFKA_START_TIMEOUT=${RFM_KAFKA_START_TIMEOUT:-90}
+REDIS_START_TIMEOUT=${RFM_REDIS_START_TIMEOUT:-30}
+STOP_TIMEOUT=${RFM_STOP_TIMEOUT:-30}
+KAFKA_HEAP_OPTS=${RFM_KAFKA_HEAP_OPTS:-"-Xms256m -Xmx1g"}
+
+# ----------------------------------------------------------------------------------------
+# Small helpers
+
+now_ms() {
+  local s=${EPOCHREALTIME//[.,]/}
+  printf '%s' "${s:0:${#s}-3}"
+}
+
+elapsed_since() {
+  local start=$1 ms
+  ms=$(($(now_ms) - start))
+  printf '%d.%01d s' $((ms / 1000)) $(((ms % 1000) / 100))
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# The lock serialises start/stop/wipe (two test sessions may start the stack at once).
+# Long-running children are started with 9>&- so that they do not inherit and keep it.
+take_lock() {
+  mkdir -p "$LOCAL_DIR"
+  exec 9>"$LOCK_FILE"
+  if ! flock -w 600 9; then
+    die "another $SELF has held $(show_path "$LOCK_FILE") for 10 minutes; is one stuck?"
+  fi
+}
+
+# Run a command as root: directly, or with sudo (non-interactively unless on a terminal).
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif have sudo; then
+    if [[ -t 0 ]]; then sudo "$@"; else sudo -n "$@"; fi
+  else
+    return 1
+  fi
+}
+
+apt_install() {
+  if ! have apt-get; then
+    return 1
+  fi
+  say "installing $* with apt-get ..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Liveness of a pid that is not a zombie (a container whose init does not reap children
+# leaves killed processes as zombies).
+pid_alive() {
+  local pid=$1 stat
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+# ----------------------------------------------------------------------------------------
+# Ports
+
+valid_port() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }
+
+port_in_use() {
+  (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Who holds a port, when the system can tell (ss from iproute2; other users' processes need root).
+port_holder() {
+  local port=$1 line
+  if have ss; then
+    line=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n1 || true)
+    if [[ -n $line ]]; then
+      line=${line#users:((\"}
+      printf '%s (pid %s)' "${line%%\"*}" "${line##*pid=}"
+      return
+    fi
+  fi
+  printf 'another program'
+}
+
+# Prints the first free port from $1 upwards that is not among the other arguments.
+free_port_from() {
+  local port=$1 taken other
+  shift
+  while ((port <= 65535)); do
+    taken=0
+    for other in "$@"; do
+      [[ $other == "$port" ]] && taken=1
+    done
+    if ((taken == 0)) && ! port_in_use "$port"; then
+      printf '%s' "$port"
+      return 0
+    fi
+    port=$((port + 1))
+  done
+  return 1
+}
+
+# choose_port LABEL ENV_NAME DEFAULT REMEMBERED [PORTS_ALREADY_CHOSEN...]
+# An explicit RFM_*_PORT is a requirement; otherwise the remembered port, then the default,
+# then a free one above default+10000.
+choose_port() {
+  local label=$1 env_name=$2 default=$3 remembered=$4 candidate taken other
+  shift 4
+  local explicit=${!env_name:-}
+  if [[ -n $explicit ]]; then
+    valid_port "$explicit" || die "$env_name=$explicit is not a port number"
+    if port_in_use "$explicit"; then
+      die "$label: $env_name=$explicit, but that port is in use by $(port_holder "$explicit"); choose another port or unset $env_name"
+    fi
+    printf '%s' "$explicit"
+    return
+  fi
+  for candidate in "$remembered" "$default"; do
+    valid_port "$candidate" || continue
+    taken=0
+    for other in "$@"; do
+      [[ $other == "$candidate" ]] && taken=1
+    done
+    if ((taken == 0)) && ! port_in_use "$candidate"; then
+      printf '%s' "$candidate"
+      return
+    fi
+  done
+  candidate=$(free_port_from $((default + 10000)) "$@") || die "$label: no free port found"
+  say "$label: port $default is in use by $(port_holder "$default"); using $candidate instead (see $(show_path "$STACK_ENV"))" >&2
+  printf '%s' "$candidate"
+}
+
+# ----------------------------------------------------------------------------------------
+# stack.env: the one file clients read to find the stack
+
+# set_stack_env KEY VALUE — replace or add one line, atomically.
+set_stack_env() {
+  local key=$1 value=$2 tmp
+  mkdir -p "$LOCAL_DIR"
+  tmp=$(mktemp "$STACK_ENV.XXXXXX")
+  {
+    printf '# Written by %s: where the local stack listens. Read by rfm-stream and the tests.\n' "$SELF"
+    if [[ -f $STACK_ENV ]]; then
+      grep -v -e '^#' -e "^$key=" "$STACK_ENV" || true
+    fi
+    if [[ -n $value ]]; then
+      printf '%s=%s\n' "$key" "$value"
+    fi
+  } >"$tmp"
+  mv -f "$tmp" "$STACK_ENV"
+}
+
+stack_env_value() {
+  local key=$1
+  [[ -f $STACK_ENV ]] || return 0
+  sed -n "s/^$key=//p" "$STACK_ENV" | tail -n1
+}
+
+# ----------------------------------------------------------------------------------------
+# Kafka
+
+kafka_version() {
+  local version
+  [[ -f $POM ]] || die "$POM is missing"
+  version=$(sed -n 's:.*<kafka\.version>[[:space:]]*\([^<[:space:]]*\)[[:space:]]*</kafka\.version>.*:\1:p' "$POM" | head -n1)
+  [[ -n $version ]] || die "no <kafka.version> in $(show_path "$POM")"
+  printf '%s' "$version"
+}
+
+kafka_libs() { printf '%s/kafka-%s/libs' "$CACHE_DIR" "$(kafka_version)"; }
+
+require_java() {
+  have java || die "java not found: install a JDK 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"
+  local version major
+  version=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
+  major=${version%%.*}
+  [[ $major == 1 ]] && major=$(cut -d. -f2 <<<"$version")
+  [[ $major =~ ^[0-9]+$ ]] || die "cannot tell the Java version from 'java -version' (got '$version'); Kafka needs Java 17+"
+  ((major >= 17)) || die "java is version $version; Kafka $(kafka_version) needs Java 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"
+}
+
+# Jars are copied by Maven once per Kafka version and pom content; the marker file, written
+# only after a complete copy, records the pom checksum, so a changed pom refreshes the cache.
+ensure_kafka_jars() {
+  local version dir libs marker checksum tmp log
+  version=$(kafka_version)
+  dir="$CACHE_DIR/kafka-$version"
+  libs="$dir/libs"
+  marker="$dir/.complete"
+  checksum=$(sha256sum "$POM" | cut -d' ' -f1)
+  if [[ -f $marker && $(cat "$marker") == "$checksum" && -f $libs/kafka_2.13-$version.jar ]]; then
+    return 0
+  fi
+  mkdir -p "$dir" "$LOG_DIR"
+  # Several checkouts may share the cache: one download per version at a time.
+  exec 8>"$dir.lock"
+  flock -w 600 8 || die "timed out waiting for another download into $dir"
+  if [[ -f $marker && $(cat "$marker") == "$checksum" && -f $libs/kafka_2.13-$version.jar ]]; then
+    exec 8>&-
+    return 0
+  fi
+  have mvn || die "mvn not found: the Kafka jars are fetched with Maven (apt-get install -y maven), or put them in $libs and write $checksum to $marker"
+  say "downloading Kafka $version jars with Maven into $libs ..."
+  local started
+  started=$(now_ms)
+  tmp=$(mktemp -d "$dir/libs.tmp.XXXXXX")
+  log="$LOG_DIR/maven.log"
+  if ! mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$log" 2>&1; then
+    rm -rf "$tmp"
+    tail -n 20 "$log" >&2 || true
+    die "Maven could not fetch the Kafka jars (full output: $(show_path "$log")); is Maven Central reachable?"
+  fi
+  [[ -f $tmp/kafka_2.13-$version.jar ]] || {
+    rm -rf "$tmp"
+    die "Maven finished but kafka_2.13-$version.jar is not among the copied jars; see $(show_path "$log")"
+  }
+  rm -f "$marker"
+  rm -rf "$libs"
+  mv "$tmp" "$libs"
+  printf '%s\n' "$checksum" >"$marker"
+  exec 8>&-
+  say "Kafka jars ready: $(find "$libs" -name '*.jar' | wc -l) jars, $(du -sh "$libs" | cut -f1) ($(elapsed_since "$started"))"
+}
+
+# A Kafka process is ours if its command line names our rendered config file.
+is_our_kafka() {
+  local pid=$1
+  pid_alive "$pid" && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF "$KAFKA_CONF"
+}
+
+kafka_pid() {
+  local pid dir
+  pid=$(cat "$KAFKA_PID_FILE" 2>/dev/null || true)
+  if [[ -n $pid ]] && is_our_kafka "$pid"; then
+    printf '%s' "$pid"
+    return
+  fi
+  # The pid file may be lost (e.g. deleted by hand); look for the process itself.
+  for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    if is_our_kafka "$pid"; then
+      printf '%s' "$pid"
+      return
+    fi
+  done
+}
+
+conf_kafka_port() {
+  [[ -f $KAFKA_CONF ]] || return 0
+  sed -n 's#^listeners=.*PLAINTEXT://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$KAFKA_CONF" | head -n1
+}
+
+conf_controller_port() {
+  [[ -f $KAFKA_CONF ]] || return 0
+  sed -n 's#^listeners=.*CONTROLLER://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$KAFKA_CONF" | head -n1
+}
+
+# Metadata v4 request over a plain socket (stdlib only): used when kcat is not installed.
+# v4 is the oldest Metadata version Kafka 4 still accepts (KIP-896).
+KAFKA_PROBE_PY='
+import socket, struct, sys
+client = b"rfm-stack"
+body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">i?", -1, False)
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+    s.settimeout(3)
+    s.sendall(struct.pack(">i", len(body)) + body)
+    data = b""
+    while len(data) < 16:
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit(1)
+        data += chunk
+_, correlation, _, brokers = struct.unpack(">iiii", data[:16])
+sys.exit(0 if correlation == 7 and brokers >= 1 else 1)
+'
+
+# Healthy means the broker answers a metadata request listing itself.
+kafka_healthy() {
+  local port=$1
+  [[ -n $port ]] || return 1
+  # Cheap check first: kcat waits for its whole timeout when nothing listens yet.
+  port_in_use "$port" || return 1
+  if have kcat; then
+    local metadata
+    metadata=$(kcat -b "127.0.0.1:$port" -L -m 3 2>/dev/null) || return 1
+    [[ $metadata == *" 1 brokers:"* ]]
+  elif have python3; then
+    python3 -c "$KAFKA_PROBE_PY" 127.0.0.1 "$port" 2>/dev/null
+  else
+    # Neither client available: the socket server accepting connections and the broker
+    # having logged its start is the best evidence left.
+    port_in_use "$port" && grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null
+  fi
+}
+
+ensure_kcat() {
+  have kcat && return 0
+  if apt_install kcat; then
+    say "installed kcat"
+  else
+    warn "kcat is not installed and could not be installed (apt-get install -y kcat); the kcat test will be skipped"
+  fi
+}
+
+render() {
+  local template=$1 target=$2 text tmp
+  shift 2
+  text=$(<"$template")
+  while (($# >= 2)); do
+    text=${text//"$1"/"$2"}
+    shift 2
+  done
+  tmp=$(mktemp "$target.XXXXXX")
+  printf '%s\n' "$text" >"$tmp"
+  mv -f "$tmp" "$target"
+}
+
+kafka_java() {
+  # Tools (StorageTool) log to the same file as the broker.
+  java -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
+    -cp "$(kafka_libs)/*" "$@"
+}
+
+kafka_fail() {
+  local message=$1
+  {
+    printf 'stack: --- last lines of %s ---\n' "$(show_path "$KAFKA_LOG")"
+    tail -n 15 "$KAFKA_LOG" 2>/dev/null || true
+    if [[ -s $KAFKA_OUT ]]; then
+      printf 'stack: --- last lines of %s ---\n' "$(show_path "$KAFKA_OUT")"
+      tail -n 15 "$KAFKA_OUT"
+    fi
+  } >&2
+  die "$message (full log: $(show_path "$KAFKA_LOG"))"
+}
+
+wait_kafka_ready() {
+  local pid=$1 port=$2 started=$3 deadline
+  deadline=$(($(now_ms) + KAFKA_START_TIMEOUT * 1000))
+  until kafka_healthy "$port"; do
+    pid_alive "$pid" || kafka_fail "Kafka (pid $pid) exited during start-up"
+    if (($(now_ms) > deadline)); then
+      kafka_fail "Kafka (pid $pid) did not answer a metadata request on 127.0.0.1:$port within $KAFKA_START_TIMEOUT s; stop it with '$SELF stop kafka' and look at the log"
+    fi
+    sleep 0.3
+  done
+  say "kafka $(kafka_version) ready on 127.0.0.1:$port (pid $pid, $(elapsed_since "$started"))"
+}
+
+start_kafka() {
+  local started pid port controller_port cluster_id
+  started=$(now_ms)
+  ensure_kcat
+  mkdir -p "$KAFKA_DIR" "$LOG_DIR"
+
+  pid=$(kafka_pid)
+  if [[ -n $pid ]]; then
+    port=$(conf_kafka_port)
+    if kafka_healthy "$port"; then
+      say "kafka already running on 127.0.0.1:$port (pid $pid)"
+    else
+      say "kafka is running (pid $pid) but not answering yet; waiting ..."
+      wait_kafka_ready "$pid" "$port" "$started"
+    fi
+    set_stack_env RFM_KAFKA_BOOTSTRAP "127.0.0.1:$port"
+    return
+  fi
+
+  require_java
+  ensure_kafka_jars
+  port=$(choose_port kafka RFM_KAFKA_PORT "$DEFAULT_KAFKA_PORT" "$(conf_kafka_port)")
+  controller_port=$(choose_port "kafka controller" RFM_KAFKA_CONTROLLER_PORT \
+    "$DEFAULT_CONTROLLER_PORT" "$(conf_controller_port)" "$port")
+  render "$KAFKA_TEMPLATE" "$KAFKA_CONF" \
+    @KAFKA_PORT@ "$port" @CONTROLLER_PORT@ "$controller_port" @DATA_DIR@ "$KAFKA_DATA"
+
+  if [[ ! -s $KAFKA_CLUSTER_ID_FILE ]]; then
+    # What `StorageTool random-uuid` prints (16 random bytes, URL-safe base64 without
+    # padding), without paying for another JVM start.
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || kafka_fail "could not generate a KRaft cluster id (got '$cluster_id')"
+    printf '%s\n' "$cluster_id" >"$KAFKA_CLUSTER_ID_FILE"
+  fi
+  cluster_id=$(<"$KAFKA_CLUSTER_ID_FILE")
+  if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+    # --cluster-id=ID, not -t ID: a generated id may start with "-".
+    kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$KAFKA_CONF" \
+      >>"$KAFKA_OUT" 2>&1 || kafka_fail "formatting the KRaft storage in $(show_path "$KAFKA_DATA") failed; see $(show_path "$KAFKA_OUT")"
+  fi
+
+  # A new session (setsid) detaches the broker from this shell and its terminal, so it
+  # outlives the caller (a test run, a CI step); 9>&- keeps our lock out of it.
+  local -a heap
+  read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+  : >>"$KAFKA_OUT"
+  setsid java "${heap[@]}" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
+    -cp "$(kafka_libs)/*" kafka.Kafka "$KAFKA_CONF" \
+    </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
+  pid=$!
+  printf '%s\n' "$pid" >"$KAFKA_PID_FILE"
+  say "kafka starting on 127.0.0.1:$port (controller 127.0.0.1:$controller_port, pid $pid, log $(show_path "$KAFKA_LOG"))"
+  wait_kafka_ready "$pid" "$port" "$started"
+  set_stack_env RFM_KAFKA_BOOTSTRAP "127.0.0.1:$port"
+}
+
+# ----------------------------------------------------------------------------------------
+# Redis
+
+# A Redis process is ours if it runs in our Redis directory (it chdirs to "dir"; its
+# command line is rewritten to "redis-server 127.0.0.1:<port>", so it cannot be used).
+is_our_redis() {
+  local pid=$1
+  pid_alive "$pid" &&
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* ]] &&
+    [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$REDIS_DIR" ]]
+}
+
+redis_pid() {
+  local pid dir
+  pid=$(cat "$REDIS_PID_FILE" 2>/dev/null || true)
+  if [[ -n $pid ]] && is_our_redis "$pid"; then
+    printf '%s' "$pid"
+    return
+  fi
+  for dir in /proc/[0-9]*; do
+    pid=${dir#/proc/}
+    if is_our_redis "$pid"; then
+      printf '%s' "$pid"
+      return
+    fi
+  done
+}
+
+conf_redis_port() {
+  [[ -f $REDIS_CONF ]] || return 0
+  sed -n 's/^port \([0-9]*\)$/\1/p' "$REDIS_CONF" | head -n1
+}
+
+# Healthy means PING answers PONG (a Redis still loading its append-only file says LOADING).
+redis_healthy() {
+  local port=$1 reply
+  [[ -n $port ]] || return 1
+  reply=$(
+    exec 7<>"/dev/tcp/127.0.0.1/$port" || exit 1
+    printf 'PING\r\n' >&7
+    read -r -t 2 line <&7 || exit 1
+    printf '%s' "$line"
+  ) 2>/dev/null || return 1
+  [[ $reply == +PONG* ]]
+}
+
+ensure_redis_server() {
+  have redis-server && return 0
+  apt_install redis-server ||
+    die "redis-server not found and could not be installed; install it as root: apt-get update && apt-get install -y redis-server"
+  have redis-server || die "redis-server still not found after installing the redis-server package"
+  say "installed redis-server"
+}
+
+start_redis() {
+  local started pid port deadline
+  started=$(now_ms)
+  ensure_redis_server
+  mkdir -p "$REDIS_DIR" "$LOG_DIR"
+
+  pid=$(redis_pid)
+  if [[ -n $pid ]]; then
+    port=$(conf_redis_port)
+    if redis_healthy "$port"; then
+      say "redis already running on 127.0.0.1:$port (pid $pid)"
+      set_stack_env RFM_REDIS_URL "redis://127.0.0.1:$port/0"
+      return
+    fi
+  else
+    port=$(choose_port redis RFM_REDIS_PORT "$DEFAULT_REDIS_PORT" "$(conf_redis_port)")
+    render "$REDIS_TEMPLATE" "$REDIS_CONF" \
+      @REDIS_PORT@ "$port" @REDIS_DIR@ "$REDIS_DIR" @LOG_FILE@ "$REDIS_LOG"
+    rm -f "$REDIS_PID_FILE"
+    # Redis daemonizes itself (daemonize yes); 9>&- keeps our lock out of it.
+    (cd "$REDIS_DIR" && redis-server "$REDIS_CONF" </dev/null >>"$REDIS_LOG" 2>&1 9>&-) ||
+      redis_fail "redis-server $(show_path "$REDIS_CONF") failed to start"
+    say "redis starting on 127.0.0.1:$port (log $(show_path "$REDIS_LOG"))"
+  fi
+
+  deadline=$(($(now_ms) + REDIS_START_TIMEOUT * 1000))
+  until redis_healthy "$port"; do
+    if (($(now_ms) > deadline)); then
+      redis_fail "redis did not answer PING on 127.0.0.1:$port within $REDIS_START_TIMEOUT s"
+    fi
+    sleep 0.1
+  done
+  pid=$(redis_pid)
+  [[ -n $pid ]] || redis_fail "something answers on 127.0.0.1:$port, but it is not the Redis started from $(show_path "$REDIS_DIR")"
+  say "redis ready on 127.0.0.1:$port (pid $pid, $(elapsed_since "$started"))"
+  set_stack_env RFM_REDIS_URL "redis://127.0.0.1:$port/0"
+}
+
+redis_fail() {
+  {
+    printf 'stack: --- last lines of %s ---\n' "$(show_path "$REDIS_LOG")"
+    tail -n 15 "$REDIS_LOG" 2>/dev/null || true
+  } >&2
+  die "$1 (full log: $(show_path "$REDIS_LOG"))"
+}
+
+# ----------------------------------------------------------------------------------------
+# Commands
+
+stop_pid() {
+  local name=$1 pid=$2 deadline
+  say "stopping $name (pid $pid) ..."
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$(($(now_ms) + STOP_TIMEOUT * 1000))
+  while pid_alive "$pid"; do
+    if (($(now_ms) > deadline)); then
+      warn "$name (pid $pid) still running $STOP_TIMEOUT s after SIGTERM; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$(($(now_ms) + 10000))
+      while pid_alive "$pid"; do
+        (($(now_ms) > deadline)) && die "$name (pid $pid) survived SIGKILL"
+        sleep 0.1
+      done
+      break
+    fi
+    sleep 0.1
+  done
+  say "$name stopped"
+}
+
+stop_service() {
+  local service=$1 pid
+  case $service in
+  kafka) pid=$(kafka_pid) ;;
+  redis) pid=$(redis_pid) ;;
+  esac
+  if [[ -z $pid ]]; then
+    say "$service is not running"
+  else
+    stop_pid "$service" "$pid"
+  fi
+  case $service in
+  kafka) rm -f "$KAFKA_PID_FILE" ;;
+  redis) rm -f "$REDIS_PID_FILE" ;;
+  esac
+}
+
+status_service() {
+  local service=$1 pid port log state address
+  case $service in
+  kafka)
+    pid=$(kafka_pid)
+    port=$(conf_kafka_port)
+    log=$KAFKA_LOG
+    ;;
+  redis)
+    pid=$(redis_pid)
+    port=$(conf_redis_port)
+    log=$REDIS_LOG
+    ;;
+  esac
+  address=${port:+127.0.0.1:$port}
+  if [[ -z $pid ]]; then
+    state=stopped
+  elif "${service}_healthy" "$port"; then
+    state=healthy
+  else
+    state=unhealthy
+  fi
+  printf '%-6s %-10s %-16s %-12s %s\n' "$service" "$state" "${address:--}" "${pid:+pid $pid}" "log $(show_path "$log")"
+  [[ $state == healthy ]]
+}
+
+cmd_status() {
+  local rc=0 service
+  printf '%-6s %-10s %-16s %-12s %s\n' service state address pid log
+  for service in "$@"; do
+    status_service "$service" || rc=1
+  done
+  if [[ " $* " == *" kafka "* ]]; then
+    printf 'kafka %s, jars %s, data %s\n' "$(kafka_version)" "$(kafka_libs)" "$(show_path "$KAFKA_DATA")"
+  fi
+  if ((rc != 0)); then
+    local which=""
+    (($# == 1)) && which=" $1"
+    printf 'not every service is healthy: start with %s start%s\n' "$SELF" "$which"
+  fi
+  return "$rc"
+}
+
+cmd_wipe() {
+  local service
+  for service in "$@"; do
+    stop_service "$service"
+    case $service in
+    kafka)
+      rm -rf "$KAFKA_DIR"
+      rm -f "$KAFKA_LOG" "$KAFKA_LOG".[0-9]* "$KAFKA_OUT"
+      [[ -f $STACK_ENV ]] && set_stack_env RFM_KAFKA_BOOTSTRAP ""
+      ;;
+    redis)
+      rm -rf "$REDIS_DIR"
+      rm -f "$REDIS_LOG"
+      [[ -f $STACK_ENV ]] && set_stack_env RFM_REDIS_URL ""
+      ;;
+    esac
+    say "$service data deleted"
+  done
+  if [[ -f $STACK_ENV ]] && ! grep -q '^RFM_' "$STACK_ENV"; then
+    rm -f "$STACK_ENV"
+  fi
+  if [[ -d $LOCAL_DIR/worker ]]; then
+    say "note: worker state in $(show_path "$LOCAL_DIR/worker") was kept; delete it too if it belonged to the wiped broker"
+  fi
+}
+
+cmd_env() {
+  local export_prefix=$1
+  if [[ ! -f $STACK_ENV ]] || ! grep -q '^RFM_' "$STACK_ENV"; then
+    die "$(show_path "$STACK_ENV") does not exist yet: start the stack with $SELF start"
+  fi
+  grep '^RFM_' "$STACK_ENV" | sed "s/^/$export_prefix/"
+}
+
+cmd_logs() {
+  local follow=$1 lines=$2 service
+  shift 2
+  local -a files=()
+  for service in "$@"; do
+    case $service in
+    kafka) [[ -f $KAFKA_LOG ]] && files+=("$KAFKA_LOG") ;;
+    redis) [[ -f $REDIS_LOG ]] && files+=("$REDIS_LOG") ;;
+    esac
+  done
+  ((${#files[@]} > 0)) || die "no log files yet in $(show_path "$LOG_DIR"): start the stack with $SELF start"
+  if [[ $follow == 1 ]]; then
+    exec tail -n "$lines" -F "${files[@]}"
+  fi
+  tail -n "$lines" "${files[@]}"
+}
+
+main() {
+  local command="" service="" follow=0 lines=100 export_prefix="" s
+  while (($# > 0)); do
+    case $1 in
+    -h | --help | help)
+      usage
+      return 0
+      ;;
+    -f | --follow) follow=1 ;;
+    -n | --lines)
+      if (($# < 2)) || [[ ! $2 =~ ^[0-9]+$ ]]; then
+        die "$1 needs a number of lines"
+      fi
+      lines=$2
+      shift
+      ;;
+    --export) export_prefix="export " ;;
+    start | stop | status | wipe | env | logs)
+      [[ -z $command ]] || die "one command at a time (got '$command' and '$1'); see $SELF --help"
+      command=$1
+      ;;
+    kafka | redis | all)
+      [[ -z $service ]] || die "one service at a time (got '$service' and '$1'); see $SELF --help"
+      service=$1
+      ;;
+    *) die "unknown argument '$1'; see $SELF --help" ;;
+    esac
+    shift
+  done
+  [[ -n $command ]] || {
+    usage >&2
+    return 2
+  }
+  local -a services
+  case ${service:-all} in
+  all) services=(kafka redis) ;;
+  *) services=("$service") ;;
+  esac
+
+  case $command in
+  start)
+    take_lock
+    for s in "${services[@]}"; do "start_$s"; done
+    ;;
+  stop)
+    take_lock
+    for s in "${services[@]}"; do stop_service "$s"; done
+    ;;
+  wipe)
+    take_lock
+    cmd_wipe "${services[@]}"
+    ;;
+  status) cmd_status "${services[@]}" ;;
+  env) cmd_env "$export_prefix" ;;
+  logs) cmd_logs "$follow" "$lines" "${services[@]}" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,212 @@
+"""One input partition's worth of the product, pure: clock, lateness, redelivery, due index.
+
+The stream glue feeds each partition's records to one :class:`PartitionEngine`, in offset
+order; the replay reference and the benchmarks do the same with a dict as the store. Its
+outputs are a deterministic function of that sequence (and the model), whichever worker runs
+it and however often it is restarted from saved state.
+
+Time
+    ``clock_ms`` is the partition's watermark: the largest purchase event time (or tick) seen.
+    Event time is *closed* below ``clock_ms - allowed_lateness``. A purchase older than closed
+    time is late: reported, not applied. A customer is evaluated at a due time ``D`` only once
+    time is closed past ``D``, so every purchase at or before ``D`` has arrived (or would be
+    late). With zero lateness evaluation is immediate.
+
+Due index
+    Each state stores the next event time it must be re-evaluated (``next_due_ms``); the engine
+    keeps a heap of those, so advancing time touches only customers who are due. The heap is
+    derived data: :meth:`PartitionEngine.rebuild` recreates it from the stored states.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable
+from typing import Protocol
+
+from streams.domain.classify import evaluate
+from streams.domain.events import DomainEvent, DuplicateEvent, LateEvent
+from streams.domain.facts import (
+    MS_PER_DAY,
+    InteractionFact,
+    PurchaseFact,
+    PurchaseKind,
+    SourcePosition,
+)
+from streams.domain.model import Model
+from streams.domain.rules import Rules
+from streams.domain.state import PURCHASE, REFUND, CustomerState
+
+_MAX_EVALUATIONS_PER_WAKE = 64  # next due strictly increases; this only bounds a pathology
+
+
+class StateStore(Protocol):
+    """Where customer states live: a dict in tests and replay, a Faust table in the worker."""
+
+    def get(self, customer_id: str) -> CustomerState | None: ...
+
+    def put(self, state: CustomerState) -> None: ...
+
+
+class DictStore:
+    """The in-memory store used by replay references, tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, CustomerState] = {}
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        return self.states.get(customer_id)
+
+    def put(self, state: CustomerState) -> None:
+        self.states[state.customer_id] = state
+
+
+class PartitionEngine:
+    """Applies one partition's facts and ticks to customer states."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        model: Model,
+        store: StateStore,
+        *,
+        clock_ms: int | None = None,
+        touch_clock_ms: int | None = None,
+    ) -> None:
+        self.rules = rules
+        self.model = model
+        self.store = store
+        self.clock_ms = clock_ms
+        self.touch_clock_ms = touch_clock_ms
+        self._lateness = rules.allowed_lateness_ms
+        self._due: list[tuple[int, str]] = []
+
+    # ------------------------------------------------------------------ time
+    @property
+    def closed_ms(self) -> int | None:
+        """Event time below which this partition's purchases are final."""
+        return None if self.clock_ms is None else self.clock_ms - self._lateness
+
+    def _ready(self, due_ms: int) -> bool:
+        closed = self.closed_ms
+        if closed is None:
+            return False
+        return due_ms <= closed if self._lateness == 0 else due_ms < closed
+
+    def rebuild(self, states: Iterable[CustomerState]) -> None:
+        """Recreate the due index from stored states (after a restart or a rebalance)."""
+        self._due = [(s.next_due_ms, s.customer_id) for s in states if s.next_due_ms is not None]
+        heapq.heapify(self._due)
+
+    def due_count(self) -> int:
+        return len(self._due)
+
+    def _schedule(self, state: CustomerState) -> None:
+        if state.next_due_ms is not None:
+            heapq.heappush(self._due, (state.next_due_ms, state.customer_id))
+
+    def tick(self, at_ms: int) -> list[DomainEvent]:
+        """Move the partition clock (wall clock in live mode, end of log in replay)."""
+        return self._advance(at_ms)
+
+    def _advance(self, at_ms: int) -> list[DomainEvent]:
+        if self.clock_ms is not None and at_ms <= self.clock_ms:
+            return []
+        self.clock_ms = at_ms
+        out: list[DomainEvent] = []
+        while self._due and self._ready(self._due[0][0]):
+            due_ms, customer_id = heapq.heappop(self._due)
+            state = self.store.get(customer_id)
+            if state is None or state.next_due_ms != due_ms:
+                continue  # superseded: the customer was re-scheduled since
+            out.extend(self._run_due(state))
+            self.store.put(state)
+        return out
+
+    def _run_due(self, state: CustomerState) -> list[DomainEvent]:
+        out: list[DomainEvent] = []
+        for _ in range(_MAX_EVALUATIONS_PER_WAKE):
+            due = state.next_due_ms
+            if due is None or not self._ready(due):
+                break
+            out.extend(evaluate(state, due, self.model, self.rules))
+        self._schedule(state)
+        return out
+
+    # ------------------------------------------------------------------ facts
+    def on_purchase(self, fact: PurchaseFact, position: SourcePosition) -> list[DomainEvent]:
+        """A purchase or refund read from ``position``."""
+        key = f"{position.stream}/{position.partition}"
+        state = self.store.get(fact.customer_id)
+        if state is not None and position.offset <= state.offsets.get(key, -1):
+            return [DuplicateEvent(fact, position, "redelivered")]
+        closed = self.closed_ms
+        if closed is not None and fact.at_ms < closed:
+            return [LateEvent(fact, position, closed)]
+        out = self._advance(fact.at_ms)
+        state = self.store.get(fact.customer_id) or CustomerState(fact.customer_id)
+        state.offsets[key] = position.offset
+        if fact.event_id in state.edge_ids or any(p[1] == fact.event_id for p in state.pending):
+            self.store.put(state)
+            out.append(DuplicateEvent(fact, position, "duplicate_id"))
+            return out
+        sign = REFUND if fact.kind is PurchaseKind.REFUND else PURCHASE
+        bisect.insort(
+            state.pending, (fact.at_ms, fact.event_id, sign, fact.amount_cents, fact.order_id)
+        )
+        if state.next_due_ms is None or fact.at_ms < state.next_due_ms:
+            state.next_due_ms = fact.at_ms
+            if self._ready(fact.at_ms):
+                out.extend(self._run_due(state))
+            else:
+                self._schedule(state)
+        self.store.put(state)
+        return out
+
+    def on_interaction(self, fact: InteractionFact, position: SourcePosition) -> list[DomainEvent]:
+        """An interaction: engagement only, so it never re-classifies (see the README)."""
+        key = f"{position.stream}/{position.partition}"
+        state = self.store.get(fact.customer_id)
+        if state is not None and position.offset <= state.offsets.get(key, -1):
+            return [DuplicateEvent(fact, position, "redelivered")]
+        if self.touch_clock_ms is not None and fact.at_ms < self.touch_clock_ms - self._lateness:
+            return [LateEvent(fact, position, self.touch_clock_ms - self._lateness)]
+        if self.touch_clock_ms is None or fact.at_ms > self.touch_clock_ms:
+            self.touch_clock_ms = fact.at_ms
+        state = state or CustomerState(fact.customer_id)
+        state.offsets[key] = position.offset
+        if fact.event_id in state.touch_ids:
+            self.store.put(state)
+            return [DuplicateEvent(fact, position, "duplicate_id")]
+        w = self.rules.windows
+        bucket = fact.at_ms // (w.bucket_days * MS_PER_DAY)
+        state.touches[bucket] = state.touches.get(bucket, 0) + 1
+        state.interactions += 1
+        if state.last_touch_ms is None or fact.at_ms > state.last_touch_ms:
+            state.last_touch_ms = fact.at_ms
+        state.touch_ids[fact.event_id] = fact.at_ms
+        horizon = state.last_touch_ms - self._lateness
+        if len(state.touch_ids) > 1:
+            state.touch_ids = {i: t for i, t in state.touch_ids.items() if t >= horizon}
+        oldest = state.last_touch_ms // (w.bucket_days * MS_PER_DAY) - w.engagement_buckets
+        if len(state.touches) > w.engagement_buckets:
+            state.touches = {b: n for b, n in state.touches.items() if b > oldest}
+        self.store.put(state)
+        return []
+
+    def set_model(self, model: Model, states: Iterable[CustomerState]) -> None:
+        """Adopt a new model: due times depend on it, so every customer is re-scheduled now."""
+        self.model = model
+        now = self.clock_ms
+        due: list[tuple[int, str]] = []
+        for s in states:
+            if s.first_ms is None and not s.pending:
+                continue
+            if now is not None:
+                s.next_due_ms = now if s.next_due_ms is None else min(s.next_due_ms, now)
+            if s.next_due_ms is not None:
+                due.append((s.next_due_ms, s.customer_id))
+            self.store.put(s)
+        heapq.heapify(due)
+        self._due = due

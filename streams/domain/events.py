@@ -1,0 +1,103 @@
+"""What the core reports: segment changes, churn alerts, and facts it would not apply.
+
+Output events carry a deterministic id, ``customer_id:seq``, where ``seq`` is the customer's
+own output counter kept in state: a replay of the same log gives the same ids, so every
+consumer can drop duplicates by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.domain.facts import Fact, SourcePosition
+
+Cause = Literal["purchase", "refund", "time"]
+Dimension = Literal["rfm_segment", "quadrant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A customer as classified at ``at_ms`` (event time); what views and outputs show."""
+
+    customer_id: str
+    at_ms: int
+    model_version: str
+    scores: tuple[int, int, int] | None
+    rfm_segment: str | None
+    quadrant: str | None
+    loyal: bool
+    profitable: bool
+    p_alive: float | None
+    churn_risk: float | None  # P(no purchase within the drift horizon)
+    churn_risk_band: str | None
+    drift_level: int
+    first_purchase_ms: int | None
+    last_purchase_ms: int | None
+    purchase_count: int
+    repeat_days: int
+    frequency_window: int
+    monetary_window_cents: int
+    long_frequency: int
+    long_monetary_cents: int
+    mean_order_value_cents: int | None
+    days_since_last_purchase: float | None
+    avg_days_between_purchases: float | None
+    gap_std_days: float | None
+    expected_next_purchase_ms: int | None
+    tenure_days: float | None
+    engagement: int
+    last_interaction_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChanged:
+    """The customer moved to another RFM segment or quadrant (``from_value`` None: first)."""
+
+    id: str
+    customer_id: str
+    at_ms: int
+    dimension: Dimension
+    from_value: str | None
+    to_value: str
+    cause: Cause
+    profile: Profile
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnRiskRaised:
+    """The customer's drift toward churn reached a higher severity."""
+
+    id: str
+    customer_id: str
+    at_ms: int
+    severity: Literal["watch", "warning", "critical"]
+    previous_level: int
+    p_alive: float
+    elapsed_days: float
+    typical_gap_days: float | None
+    true_friend_drifting: bool
+    cause: Cause
+    profile: Profile
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """A fact older than closed event time: reported (dead-lettered), never mixed in."""
+
+    fact: Fact
+    position: SourcePosition
+    closed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateEvent:
+    """A fact already applied: redelivered at or below the applied offset, or a repeated id."""
+
+    fact: Fact
+    position: SourcePosition
+    why: Literal["redelivered", "duplicate_id"]
+
+
+OutputEvent = SegmentChanged | ChurnRiskRaised
+DomainEvent = SegmentChanged | ChurnRiskRaised | LateEvent | DuplicateEvent

@@ -1,0 +1,297 @@
+"""Per-customer state: one compact, bounded, serializable record.
+
+What it keeps, and why:
+
+* **BG/NBD inputs** — first and last purchase, ``repeat_days`` (x: distinct purchase days after
+  the first), so ``t_x`` and ``T`` follow; spend on the first day and on repeat days, so the mean
+  repeat spend matches the usual summary of a transaction log.
+* **Rolling windows** — sparse buckets (``bucket_days`` wide) of orders and net spend, pruned
+  past the longest window: memory is bounded by the window, not by the number of orders.
+* **Purchase rhythm** — the sum of squared gaps between consecutive purchase days; with
+  ``t_x / x`` (the mean gap) it gives the variance of the customer's own gap.
+* **Pending purchases** — purchases whose event time is not yet *closed* (partition watermark
+  minus allowed lateness). They are folded into the aggregates in event-time order only when
+  time closes past them, so the aggregates never depend on arrival order.
+* **Redelivery guards** — the highest source offset applied per input partition, and the ids of
+  events that could still legally arrive again (pending ones, and those at the fold edge).
+* **Classification** — current scores, segment, quadrant, drift level, when each began, the
+  output sequence number (output ids are ``customer:seq``), and the next time-driven due time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from streams.domain.facts import MS_PER_DAY, day_of
+
+_FORMAT: Final = 1
+
+REFUND: Final = -1
+PURCHASE: Final = 1
+
+# (event time ms, event id, PURCHASE | REFUND, cents, order id)
+PendingPurchase = tuple[int, str, int, int, str]
+
+
+class CustomerState:
+    """Mutable on purpose: the stream's hot path cannot afford a fresh object per event.
+
+    Use :meth:`copy` where an unchanged original is needed (tests, what-if runs).
+    """
+
+    __slots__ = (
+        "buckets",
+        "customer_id",
+        "drift_level",
+        "edge_ids",
+        "evaluated_ms",
+        "first_day_cents",
+        "first_ms",
+        "folded_ms",
+        "gap_sq_days",
+        "interactions",
+        "last_ms",
+        "last_touch_ms",
+        "model_version",
+        "next_due_ms",
+        "offsets",
+        "orders",
+        "pending",
+        "quadrant",
+        "quadrant_since_ms",
+        "refunded_cents",
+        "refunds",
+        "repeat_cents",
+        "repeat_days",
+        "scores",
+        "segment",
+        "segment_since_ms",
+        "seq",
+        "touch_ids",
+        "touches",
+    )
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.seq = 0
+        # purchases folded so far (all with event time <= folded_ms)
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+        self.repeat_days = 0
+        self.orders = 0
+        self.refunds = 0
+        self.first_day_cents = 0
+        self.repeat_cents = 0
+        self.refunded_cents = 0
+        self.gap_sq_days = 0
+        self.buckets: dict[int, list[int]] = {}  # bucket -> [orders, net cents]
+        self.pending: list[PendingPurchase] = []
+        self.edge_ids: list[str] = []
+        self.folded_ms: int | None = None
+        # interactions
+        self.touches: dict[int, int] = {}  # bucket -> interactions
+        self.interactions = 0
+        self.last_touch_ms: int | None = None
+        self.touch_ids: dict[str, int] = {}  # id -> event time, while a duplicate may arrive
+        # redelivery guard: "stream/partition" -> highest offset applied
+        self.offsets: dict[str, int] = {}
+        # classification
+        self.scores: tuple[int, int, int] | None = None
+        self.segment: str | None = None
+        self.segment_since_ms: int | None = None
+        self.quadrant: str | None = None
+        self.quadrant_since_ms: int | None = None
+        self.drift_level = 0
+        self.evaluated_ms: int | None = None
+        self.next_due_ms: int | None = None
+        self.model_version: str | None = None
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def has_purchased(self) -> bool:
+        return self.first_ms is not None
+
+    @property
+    def first_day(self) -> int | None:
+        return None if self.first_ms is None else day_of(self.first_ms)
+
+    @property
+    def t_x_days(self) -> int:
+        """BG/NBD t_x: whole days from the first to the last purchase day."""
+        if self.first_ms is None or self.last_ms is None:
+            return 0
+        return day_of(self.last_ms) - day_of(self.first_ms)
+
+    def age_days(self, now_ms: int) -> float:
+        """BG/NBD T: days from the start of the first purchase day to ``now_ms``."""
+        if self.first_ms is None:
+            return 0.0
+        return now_ms / MS_PER_DAY - day_of(self.first_ms)
+
+    @property
+    def mean_gap_days(self) -> float | None:
+        """The customer's own mean time between purchase days (t_x / x)."""
+        return self.t_x_days / self.repeat_days if self.repeat_days else None
+
+    @property
+    def gap_std_days(self) -> float | None:
+        if self.repeat_days < 2:
+            return None
+        mean = self.t_x_days / self.repeat_days
+        var = max(self.gap_sq_days / self.repeat_days - mean * mean, 0.0)
+        return float(var**0.5)
+
+    @property
+    def mean_repeat_spend_cents(self) -> float:
+        """Mean spend per repeat purchase day (0 with no repeat day), net of nothing."""
+        return self.repeat_cents / self.repeat_days if self.repeat_days else 0.0
+
+    def window_totals(self, now_ms: int, bucket_days: int, buckets: int) -> tuple[int, int]:
+        """(orders, net cents) in the ``buckets`` buckets ending with the one holding ``now``."""
+        newest = now_ms // (bucket_days * MS_PER_DAY)
+        oldest = newest - buckets
+        orders = cents = 0
+        for bucket, (n, c) in self.buckets.items():
+            if oldest < bucket <= newest:
+                orders += n
+                cents += c
+        return orders, cents
+
+    def engagement(self, now_ms: int, bucket_days: int, buckets: int) -> int:
+        newest = now_ms // (bucket_days * MS_PER_DAY)
+        oldest = newest - buckets
+        return sum(n for b, n in self.touches.items() if oldest < b <= newest)
+
+    # ------------------------------------------------------------------ serialization
+    def to_list(self) -> list[Any]:
+        return [
+            _FORMAT,
+            self.customer_id,
+            self.seq,
+            self.first_ms,
+            self.last_ms,
+            self.repeat_days,
+            self.orders,
+            self.refunds,
+            self.first_day_cents,
+            self.repeat_cents,
+            self.refunded_cents,
+            self.gap_sq_days,
+            sorted([b, n, c] for b, (n, c) in self.buckets.items()),
+            [list(p) for p in self.pending],
+            sorted(self.edge_ids),
+            self.folded_ms,
+            sorted([b, n] for b, n in self.touches.items()),
+            self.interactions,
+            self.last_touch_ms,
+            sorted([i, t] for i, t in self.touch_ids.items()),
+            sorted([k, o] for k, o in self.offsets.items()),
+            list(self.scores) if self.scores else None,
+            self.segment,
+            self.segment_since_ms,
+            self.quadrant,
+            self.quadrant_since_ms,
+            self.drift_level,
+            self.evaluated_ms,
+            self.next_due_ms,
+            self.model_version,
+        ]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_list())
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> CustomerState:
+        if not row or row[0] != _FORMAT:
+            raise ValueError(f"unknown customer state format {row[:1]!r}; expected {_FORMAT}")
+        s = cls(row[1])
+        (
+            s.seq,
+            s.first_ms,
+            s.last_ms,
+            s.repeat_days,
+            s.orders,
+            s.refunds,
+            s.first_day_cents,
+            s.repeat_cents,
+            s.refunded_cents,
+            s.gap_sq_days,
+        ) = row[2:12]
+        s.buckets = {b: [n, c] for b, n, c in row[12]}
+        s.pending = [(p[0], p[1], p[2], p[3], p[4]) for p in row[13]]
+        s.edge_ids = list(row[14])
+        s.folded_ms = row[15]
+        s.touches = {b: n for b, n in row[16]}
+        s.interactions = row[17]
+        s.last_touch_ms = row[18]
+        s.touch_ids = {i: t for i, t in row[19]}
+        s.offsets = {k: o for k, o in row[20]}
+        s.scores = (row[21][0], row[21][1], row[21][2]) if row[21] else None
+        (
+            s.segment,
+            s.segment_since_ms,
+            s.quadrant,
+            s.quadrant_since_ms,
+            s.drift_level,
+            s.evaluated_ms,
+            s.next_due_ms,
+            s.model_version,
+        ) = row[22:30]
+        return s
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CustomerState:
+        return cls.from_list(orjson.loads(raw))
+
+    def copy(self) -> CustomerState:
+        return CustomerState.from_list(orjson.loads(self.to_bytes()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CustomerState) and self.to_list() == other.to_list()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerState({self.customer_id!r}, orders={self.orders}, x={self.repeat_days}, "
+            f"segment={self.segment!r}, quadrant={self.quadrant!r}, seq={self.seq})"
+        )
+
+
+def fold_purchase(state: CustomerState, purchase: PendingPurchase, bucket_days: int) -> None:
+    """Add one purchase or refund to the aggregates. Callers fold in event-time order."""
+    at_ms, _event_id, sign, cents, _order = purchase
+    bucket = state.buckets.setdefault(at_ms // (bucket_days * MS_PER_DAY), [0, 0])
+    if sign == REFUND:
+        state.refunds += 1
+        state.refunded_cents += cents
+        bucket[1] -= cents
+        return
+    state.orders += 1
+    bucket[0] += 1
+    bucket[1] += cents
+    if state.first_ms is None or state.last_ms is None:
+        state.first_ms = state.last_ms = at_ms
+        state.first_day_cents = cents
+        return
+    day, first_day, last_day = day_of(at_ms), day_of(state.first_ms), day_of(state.last_ms)
+    if day == first_day:
+        state.first_day_cents += cents
+    elif day == last_day:
+        state.repeat_cents += cents
+    else:
+        state.repeat_days += 1
+        state.gap_sq_days += (day - last_day) ** 2
+        state.repeat_cents += cents
+    if at_ms > state.last_ms:
+        state.last_ms = at_ms
+
+
+def prune_buckets(state: CustomerState, now_ms: int, bucket_days: int, keep: int) -> None:
+    """Forget purchase buckets older than the longest window: bounded memory per customer."""
+    oldest = now_ms // (bucket_days * MS_PER_DAY) - keep
+    stale = [b for b in state.buckets if b <= oldest]
+    for b in stale:
+        del state.buckets[b]
