@@ -314,7 +314,13 @@ def _json_problem(value: Any, depth: int, path: str) -> tuple[str, str] | None:
 # --- the rejection path: only runs for bad events -----------------------------------------
 
 _AMOUNT_ERRORS: Final = frozenset(
-    {"greater_than_equal", "less_than_equal", "decimal_max_digits", "finite_number"}
+    {
+        "greater_than_equal",
+        "less_than_equal",
+        "decimal_max_digits",
+        "decimal_whole_digits",
+        "finite_number",
+    }
 )
 _MONEY_FIELDS: Final = frozenset({"amount", "margin", "cost", "unit_price"})
 _JSON_TYPES: Final = {

@@ -1,16 +1,23 @@
 """Evaluate a customer at an event time: scores, segment, quadrant, drift; what changed; when next.
 
-:func:`assess` is read-only (views, the API). :func:`evaluate` is what the stream runs when a
-customer is due: it folds the purchases that time has closed past, classifies, emits a
-:class:`SegmentChanged` / :class:`ChurnRiskRaised` for what changed, and stores the next event
-time at which the classification could change with no new event (:func:`next_due_ms`). That
-time is exact: recency boundaries, window buckets expiring, P(alive) crossing a level (closed
-form), the purchase rhythm becoming overdue, tenure reaching the loyalty minimum.
+A :class:`Classifier` is the rule book and the model compiled into lookup tables (hysteresis
+cut points per current score, the segment of every R/F/M triple), because it runs once per
+purchase on the stream's hot path.
+
+* :meth:`Classifier.assess` is read-only: the full :class:`Profile` (views, the API).
+* :meth:`Classifier.evaluate` is what the stream runs when a customer is due: it folds the
+  purchases that time has closed past, classifies, emits a :class:`SegmentChanged` or
+  :class:`ChurnRiskRaised` for what changed, and stores the next event time at which the
+  classification could change with no new event. That time is exact: a recency boundary, a
+  window bucket expiring, P(alive) crossing a level (closed form), the purchase rhythm becoming
+  overdue, tenure reaching the loyalty minimum.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from itertools import product
 
 from streams.domain.churn import (
     churn_risk_band,
@@ -18,126 +25,302 @@ from streams.domain.churn import (
     p_alive,
     p_no_purchase_within,
 )
-from streams.domain.drift import (
-    next_drift_ms,
-    overdue_level,
-    p_alive_level,
-    rhythm_gap_days,
-    severity_name,
-)
+from streams.domain.drift import next_drift_ms, severity_name
 from streams.domain.events import Cause, ChurnRiskRaised, OutputEvent, Profile, SegmentChanged
 from streams.domain.facts import MS_PER_DAY, day_of
 from streams.domain.model import Model
 from streams.domain.rules import Rules
-from streams.domain.scoring import ascending_score, recency_drop_after_days, recency_score
+from streams.domain.scoring import (
+    ascending_score,
+    hysteresis_cuts,
+    recency_cuts,
+    recency_drop_after_days,
+    recency_score,
+)
 from streams.domain.segments import is_loyal, is_profitable, quadrant_of, rfm_segment
 from streams.domain.state import REFUND, CustomerState, fold_purchase, prune_buckets
 
 
-def assess(state: CustomerState, now_ms: int, model: Model, rules: Rules) -> Profile:
-    """Classify ``state`` as of ``now_ms`` without changing it (hysteresis from its current)."""
-    w, h = rules.windows, rules.hysteresis
-    short_n, short_c = state.window_totals(now_ms, w.bucket_days, w.short_buckets)
-    long_n, long_c = state.window_totals(now_ms, w.bucket_days, w.long_buckets)
-    engagement = state.engagement(now_ms, w.bucket_days, w.engagement_buckets)
-    base = {
-        "customer_id": state.customer_id,
-        "at_ms": now_ms,
-        "model_version": model.version,
-        "purchase_count": state.orders,
-        "repeat_days": state.repeat_days,
-        "frequency_window": short_n,
-        "monetary_window_cents": short_c,
-        "long_frequency": long_n,
-        "long_monetary_cents": long_c,
-        "mean_order_value_cents": long_c // long_n if long_n else None,
-        "engagement": engagement,
-        "last_interaction_ms": state.last_touch_ms,
-        "first_purchase_ms": state.first_ms,
-        "last_purchase_ms": state.last_ms,
-    }
-    if state.first_ms is None or state.last_ms is None:
-        return Profile(
-            scores=None,
-            rfm_segment=None,
-            quadrant=None,
-            loyal=False,
-            profitable=False,
-            p_alive=None,
-            churn_risk=None,
-            churn_risk_band=None,
-            drift_level=0,
-            days_since_last_purchase=None,
-            avg_days_between_purchases=None,
-            gap_std_days=None,
-            expected_next_purchase_ms=None,
-            tenure_days=None,
-            **base,  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The classification part of a profile: what evaluation compares against state."""
+
+    scores: tuple[int, int, int]
+    segment: str
+    quadrant: str
+    loyal: bool
+    profitable: bool
+    p_alive: float
+    level: int
+    days_since: float
+    age_days: float
+    short_orders: int
+    short_cents: int
+    long_orders: int
+    long_cents: int
+    short_oldest: int | None
+    long_oldest: int | None
+
+
+class Classifier:
+    """Rules + model compiled for the hot path. Build once per model version."""
+
+    def __init__(self, rules: Rules, model: Model) -> None:
+        self.rules = rules
+        self.model = model
+        h = rules.hysteresis
+        rel = h.relative
+        # index 0: no current score yet (first classification); 1..5: the current score
+        currents: list[int | None] = [None, 1, 2, 3, 4, 5]
+        self._r_cuts = [
+            recency_cuts(model.recency_cuts_days, c, rel, h.recency_days) for c in currents
+        ]
+        self._f_cuts = [hysteresis_cuts(model.frequency_cuts, c, rel) for c in currents]
+        self._m_cuts = [hysteresis_cuts(model.monetary_cuts_cents, c, rel) for c in currents]
+        self._segment = {
+            (r, f, m): rfm_segment((r, f, m), rules)
+            for r, f, m in product(range(1, 6), range(1, 6), range(1, 6))
+        }
+        self._recency_drop = [math.inf] + [
+            recency_drop_after_days(self._r_cuts[c], c) or math.inf for c in range(1, 6)
+        ]
+        w, d, lo = rules.windows, rules.drift, rules.loyalty
+        self._bucket_ms = w.bucket_days * MS_PER_DAY
+        self._short, self._long, self._long_keep = w.short_buckets, w.long_buckets, w.long_buckets
+        self._p_levels = (d.p_alive_watch, d.p_alive_warning, d.p_alive_critical)
+        self._overdue = (d.overdue_watch, d.overdue_warning, d.overdue_critical)
+        self._rhythm_min = d.min_repeat_days_for_rhythm
+        self._rel = rel
+        self._loyalty = lo
+        self._min_alive = lo.min_p_alive
+        self._tenure_ms = math.ceil(lo.min_tenure_days * MS_PER_DAY)
+        self._profit_split = model.profit_split_cents
+        self._loyal_split = model.loyalty_split_orders
+
+    # ------------------------------------------------------------------ classification
+    def _verdict(self, state: CustomerState, now_ms: int) -> _Verdict:
+        assert state.first_ms is not None and state.last_ms is not None
+        newest = now_ms // self._bucket_ms
+        short_from, long_from = newest - self._short, newest - self._long
+        sn = sc = ln = lc = 0
+        short_oldest = long_oldest = None
+        for b, (n, c) in state.buckets.items():
+            if long_from < b <= newest:
+                ln += n
+                lc += c
+                if long_oldest is None or b < long_oldest:
+                    long_oldest = b
+                if b > short_from:
+                    sn += n
+                    sc += c
+                    if short_oldest is None or b < short_oldest:
+                        short_oldest = b
+        days_since = (now_ms - state.last_ms) / MS_PER_DAY if now_ms > state.last_ms else 0.0
+        cur = state.scores
+        cr, cf, cm = cur if cur else (0, 0, 0)
+        scores = (
+            recency_score(days_since, self._r_cuts[cr]),
+            ascending_score(sn, self._f_cuts[cf]),
+            ascending_score(sc if sc > 0 else 0, self._m_cuts[cm]),
         )
-    days_since = max(now_ms - state.last_ms, 0) / MS_PER_DAY
-    current = state.scores
-    scores = (
-        recency_score(
-            days_since,
-            model.recency_cuts_days,
-            current[0] if current else None,
-            h.relative,
-            h.recency_days,
-        ),
-        ascending_score(
-            short_n, model.frequency_cuts, current[1] if current else None, h.relative
-        ),
-        ascending_score(
-            max(short_c, 0), model.monetary_cuts_cents, current[2] if current else None, h.relative
-        ),
-    )
-    x, t_x = state.repeat_days, state.t_x_days
-    age = max(state.age_days(now_ms), float(t_x))
-    alive = p_alive(model.bgnbd, x, t_x, age)
-    risk = p_no_purchase_within(model.bgnbd, rules.drift.horizon_days, x, t_x, age)
-    tenure = (now_ms - state.first_ms) / MS_PER_DAY
-    loyal = is_loyal(
-        repeat_days=x,
-        tenure_days=tenure,
-        p_alive=alive,
-        long_orders=long_n,
-        split_orders=model.loyalty_split_orders,
-        current=state.quadrant,
-        rules=rules,
-    )
-    profitable = is_profitable(max(long_c, 0), model.profit_split_cents, state.quadrant, rules)
-    mean_gap = state.mean_gap_days
-    gap = rhythm_gap_days(x, mean_gap, rules.drift)
-    level = max(
-        p_alive_level(alive, rules.drift),
-        overdue_level(days_since / gap if gap else None, rules.drift),
-    )
-    return Profile(
-        scores=scores,
-        rfm_segment=rfm_segment(scores, rules),
-        quadrant=quadrant_of(loyal=loyal, profitable=profitable),
-        loyal=loyal,
-        profitable=profitable,
-        p_alive=alive,
-        churn_risk=risk,
-        churn_risk_band=churn_risk_band(min(max(risk, 0.0), 1.0)),
-        drift_level=level,
-        days_since_last_purchase=days_since,
-        avg_days_between_purchases=mean_gap,
-        gap_std_days=state.gap_std_days,
-        expected_next_purchase_ms=(
-            state.last_ms + round(mean_gap * MS_PER_DAY) if mean_gap is not None else None
-        ),
-        tenure_days=tenure,
-        **base,  # type: ignore[arg-type]
-    )
+        x = state.repeat_days
+        first_day = day_of(state.first_ms)
+        t_x = day_of(state.last_ms) - first_day
+        age = now_ms / MS_PER_DAY - first_day
+        if age < t_x:
+            age = float(t_x)
+        alive = p_alive(self.model.bgnbd, x, t_x, age)
+        loyal = is_loyal(
+            repeat_days=x,
+            tenure_days=(now_ms - state.first_ms) / MS_PER_DAY,
+            p_alive=alive,
+            long_orders=ln,
+            split_orders=self._loyal_split,
+            current=state.quadrant,
+            rules=self._loyalty,
+            relative=self._rel,
+        )
+        profitable = is_profitable(lc, self._profit_split, state.quadrant, self._rel)
+        watch, warning, critical = self._p_levels
+        level = 3 if alive < critical else 2 if alive < warning else 1 if alive < watch else 0
+        if level < 3 and x >= self._rhythm_min and t_x:
+            overdue = days_since * x / t_x
+            k1, k2, k3 = self._overdue
+            rhythm = 3 if overdue >= k3 else 2 if overdue >= k2 else 1 if overdue >= k1 else 0
+            level = max(level, rhythm)
+        return _Verdict(
+            scores=scores,
+            segment=self._segment[scores],
+            quadrant=quadrant_of(loyal=loyal, profitable=profitable),
+            loyal=loyal,
+            profitable=profitable,
+            p_alive=alive,
+            level=level,
+            days_since=days_since,
+            age_days=age,
+            short_orders=sn,
+            short_cents=sc,
+            long_orders=ln,
+            long_cents=lc,
+            short_oldest=short_oldest,
+            long_oldest=long_oldest,
+        )
+
+    def assess(self, state: CustomerState, now_ms: int, verdict: _Verdict | None = None) -> Profile:
+        """The customer's full profile as of ``now_ms``; does not change ``state``."""
+        w = self.rules.windows
+        engagement = state.engagement(now_ms, w.bucket_days, w.engagement_buckets)
+        if state.first_ms is None or state.last_ms is None:
+            return Profile(
+                customer_id=state.customer_id,
+                at_ms=now_ms,
+                model_version=self.model.version,
+                scores=None,
+                rfm_segment=None,
+                quadrant=None,
+                loyal=False,
+                profitable=False,
+                p_alive=None,
+                churn_risk=None,
+                churn_risk_band=None,
+                drift_level=0,
+                first_purchase_ms=None,
+                last_purchase_ms=None,
+                purchase_count=state.orders,
+                repeat_days=0,
+                frequency_window=0,
+                monetary_window_cents=0,
+                long_frequency=0,
+                long_monetary_cents=0,
+                mean_order_value_cents=None,
+                days_since_last_purchase=None,
+                avg_days_between_purchases=None,
+                gap_std_days=None,
+                expected_next_purchase_ms=None,
+                tenure_days=None,
+                engagement=engagement,
+                last_interaction_ms=state.last_touch_ms,
+            )
+        v = verdict or self._verdict(state, now_ms)
+        x, t_x = state.repeat_days, state.t_x_days
+        risk = p_no_purchase_within(
+            self.model.bgnbd, self.rules.drift.horizon_days, x, t_x, v.age_days
+        )
+        risk = min(max(risk, 0.0), 1.0)
+        mean_gap = state.mean_gap_days
+        return Profile(
+            customer_id=state.customer_id,
+            at_ms=now_ms,
+            model_version=self.model.version,
+            scores=v.scores,
+            rfm_segment=v.segment,
+            quadrant=v.quadrant,
+            loyal=v.loyal,
+            profitable=v.profitable,
+            p_alive=v.p_alive,
+            churn_risk=risk,
+            churn_risk_band=churn_risk_band(risk),
+            drift_level=v.level,
+            first_purchase_ms=state.first_ms,
+            last_purchase_ms=state.last_ms,
+            purchase_count=state.orders,
+            repeat_days=x,
+            frequency_window=v.short_orders,
+            monetary_window_cents=v.short_cents,
+            long_frequency=v.long_orders,
+            long_monetary_cents=v.long_cents,
+            mean_order_value_cents=v.long_cents // v.long_orders if v.long_orders else None,
+            days_since_last_purchase=v.days_since,
+            avg_days_between_purchases=mean_gap,
+            gap_std_days=state.gap_std_days,
+            expected_next_purchase_ms=(
+                state.last_ms + round(mean_gap * MS_PER_DAY) if mean_gap is not None else None
+            ),
+            tenure_days=(now_ms - state.first_ms) / MS_PER_DAY,
+            engagement=engagement,
+            last_interaction_ms=state.last_touch_ms,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, state: CustomerState, now_ms: int) -> list[OutputEvent]:
+        """Run a due evaluation at event time ``now_ms``; mutates ``state``, returns outputs."""
+        cause = fold_closed(state, now_ms, self.rules)
+        state.evaluated_ms = now_ms
+        if state.first_ms is None:
+            state.next_due_ms = state.pending[0][0] if state.pending else None
+            return []
+        v = self._verdict(state, now_ms)
+        out: list[OutputEvent] = []
+        profile: Profile | None = None
+        if v.segment != state.segment:
+            profile = profile or self.assess(state, now_ms, v)
+            out.append(_change(state, profile, "rfm_segment", state.segment, v.segment, cause))
+            state.segment, state.segment_since_ms = v.segment, now_ms
+        if v.quadrant != state.quadrant:
+            profile = profile or self.assess(state, now_ms, v)
+            out.append(_change(state, profile, "quadrant", state.quadrant, v.quadrant, cause))
+            state.quadrant, state.quadrant_since_ms = v.quadrant, now_ms
+        state.scores = v.scores
+        if v.level > state.drift_level:
+            profile = profile or self.assess(state, now_ms, v)
+            out.append(_alert(state, profile, v.level, cause))
+        if v.level > state.drift_level or cause == "purchase":
+            # a purchase resets the drift level; time alone only ever raises it
+            state.drift_level = v.level
+        state.model_version = self.model.version
+        state.next_due_ms = self._next_due(state, v, now_ms)
+        return out
+
+    def _next_due(self, state: CustomerState, v: _Verdict, now: int) -> int | None:
+        """The earliest event time after ``now`` at which this customer must be re-run."""
+        assert state.first_ms is not None and state.last_ms is not None
+        best = state.pending[0][0] if state.pending else None
+
+        def consider(at: int) -> None:
+            nonlocal best
+            if at > now and (best is None or at < best):
+                best = at
+
+        drop = self._recency_drop[v.scores[0]]
+        if drop != math.inf:
+            consider(state.last_ms + math.floor(drop * MS_PER_DAY) + 1)
+        if v.short_oldest is not None:
+            consider((v.short_oldest + self._short) * self._bucket_ms)
+        if v.long_oldest is not None:
+            consider((v.long_oldest + self._long) * self._bucket_ms)
+        x = state.repeat_days
+        first_day = day_of(state.first_ms)
+        t_x = day_of(state.last_ms) - first_day
+        if state.drift_level < 3 and x > 0:
+            drift_due = next_drift_ms(
+                level=state.drift_level,
+                params=self.model.bgnbd,
+                first_day=first_day,
+                last_ms=state.last_ms,
+                repeat_days=x,
+                t_x_days=t_x,
+                age_days=v.age_days,
+                gap_days=t_x / x if x >= self._rhythm_min and t_x else 0.0,
+                rules=self.rules.drift,
+            )
+            if drift_due is not None:
+                consider(drift_due)
+        if v.loyal:
+            threshold = self._min_alive * (1 - self._rel)
+            if 0 < threshold < 1:
+                crossing = days_until_p_alive_below(self.model.bgnbd, x, t_x, v.age_days, threshold)
+                if crossing is not None:
+                    consider(math.floor((first_day + crossing) * MS_PER_DAY) + 1)
+        if now - state.first_ms < self._tenure_ms:
+            consider(state.first_ms + self._tenure_ms)
+        return best
 
 
 def fold_closed(state: CustomerState, now_ms: int, rules: Rules) -> Cause:
     """Fold pending purchases with event time <= ``now_ms`` (in event-time order)."""
-    bucket_days = rules.windows.bucket_days
     cause: Cause = "time"
     if state.pending and state.pending[0][0] <= now_ms:
+        bucket_days = rules.windows.bucket_days
         ready = [p for p in state.pending if p[0] <= now_ms]
         state.pending = [p for p in state.pending if p[0] > now_ms]
         for p in ready:  # pending is kept sorted by (event time, event id)
@@ -149,34 +332,6 @@ def fold_closed(state: CustomerState, now_ms: int, rules: Rules) -> Cause:
         state.folded_ms = last[0]
         prune_buckets(state, now_ms, bucket_days, rules.windows.long_buckets)
     return cause
-
-
-def evaluate(state: CustomerState, now_ms: int, model: Model, rules: Rules) -> list[OutputEvent]:
-    """Run a due evaluation at event time ``now_ms``; mutates ``state``, returns its outputs."""
-    cause = fold_closed(state, now_ms, rules)
-    out: list[OutputEvent] = []
-    if state.first_ms is None:
-        state.evaluated_ms = now_ms
-        state.next_due_ms = state.pending[0][0] if state.pending else None
-        return out
-    profile = assess(state, now_ms, model, rules)
-    assert profile.rfm_segment is not None and profile.quadrant is not None
-    if profile.rfm_segment != state.segment:
-        out.append(_change(state, profile, "rfm_segment", state.segment, profile.rfm_segment, cause))
-        state.segment, state.segment_since_ms = profile.rfm_segment, now_ms
-    if profile.quadrant != state.quadrant:
-        out.append(_change(state, profile, "quadrant", state.quadrant, profile.quadrant, cause))
-        state.quadrant, state.quadrant_since_ms = profile.quadrant, now_ms
-    state.scores = profile.scores
-    if profile.drift_level > state.drift_level:
-        out.append(_alert(state, profile, cause))
-    if profile.drift_level > state.drift_level or cause == "purchase":
-        # a purchase resets the drift level; time alone only ever raises it
-        state.drift_level = profile.drift_level
-    state.evaluated_ms = now_ms
-    state.model_version = model.version
-    state.next_due_ms = next_due_ms(state, profile, model, rules)
-    return out
 
 
 def _next_id(state: CustomerState) -> str:
@@ -204,67 +359,18 @@ def _change(
     )
 
 
-def _alert(state: CustomerState, profile: Profile, cause: Cause) -> ChurnRiskRaised:
+def _alert(state: CustomerState, profile: Profile, level: int, cause: Cause) -> ChurnRiskRaised:
     assert profile.p_alive is not None and profile.days_since_last_purchase is not None
     return ChurnRiskRaised(
         id=_next_id(state),
         customer_id=state.customer_id,
         at_ms=profile.at_ms,
-        severity=severity_name(profile.drift_level),
+        severity=severity_name(level),
         previous_level=state.drift_level,
         p_alive=profile.p_alive,
         elapsed_days=profile.days_since_last_purchase,
         typical_gap_days=profile.avg_days_between_purchases,
-        true_friend_drifting=profile.quadrant == "true_friend" and profile.drift_level >= 2,
+        true_friend_drifting=profile.quadrant == "true_friend" and level >= 2,
         cause=cause,
         profile=profile,
     )
-
-
-def next_due_ms(state: CustomerState, profile: Profile, model: Model, rules: Rules) -> int | None:
-    """The earliest event time after ``profile.at_ms`` at which this customer must be re-run."""
-    now = profile.at_ms
-    candidates: list[int] = []
-    if state.pending:
-        candidates.append(state.pending[0][0])
-    if state.first_ms is None or state.last_ms is None or profile.scores is None:
-        return min(candidates) if candidates else None
-    w, h = rules.windows, rules.hysteresis
-    drop = recency_drop_after_days(
-        model.recency_cuts_days, profile.scores[0], h.relative, h.recency_days
-    )
-    if drop is not None:
-        candidates.append(state.last_ms + math.floor(drop * MS_PER_DAY) + 1)
-    bucket_ms = w.bucket_days * MS_PER_DAY
-    newest = now // bucket_ms
-    for width in (w.short_buckets, w.long_buckets):
-        in_window = [b for b in state.buckets if newest - width < b <= newest]
-        if in_window:
-            candidates.append((min(in_window) + width) * bucket_ms)
-    first_day = day_of(state.first_ms)
-    x, t_x = state.repeat_days, state.t_x_days
-    age = max(state.age_days(now), float(t_x))
-    drift_due = next_drift_ms(
-        level=state.drift_level,
-        params=model.bgnbd,
-        first_day=first_day,
-        last_ms=state.last_ms,
-        repeat_days=x,
-        t_x_days=t_x,
-        age_days=age,
-        gap_days=rhythm_gap_days(x, state.mean_gap_days, rules.drift),
-        rules=rules.drift,
-    )
-    if drift_due is not None:
-        candidates.append(drift_due)
-    if profile.loyal and x > 0:
-        threshold = rules.loyalty.min_p_alive * (1 - h.relative)
-        if 0 < threshold < 1:
-            crossing = days_until_p_alive_below(model.bgnbd, x, t_x, age, threshold)
-            if crossing is not None:
-                candidates.append(math.floor((first_day + crossing) * MS_PER_DAY) + 1)
-    tenure_ms = math.ceil(rules.loyalty.min_tenure_days * MS_PER_DAY)
-    if now - state.first_ms < tenure_ms:
-        candidates.append(state.first_ms + tenure_ms)
-    later = [c for c in candidates if c > now]
-    return min(later) if later else None

@@ -25,7 +25,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Protocol
 
-from streams.domain.classify import evaluate
+from streams.domain.classify import Classifier
 from streams.domain.events import DomainEvent, DuplicateEvent, LateEvent
 from streams.domain.facts import (
     MS_PER_DAY,
@@ -75,7 +75,7 @@ class PartitionEngine:
         touch_clock_ms: int | None = None,
     ) -> None:
         self.rules = rules
-        self.model = model
+        self.classifier = Classifier(rules, model)
         self.store = store
         self.clock_ms = clock_ms
         self.touch_clock_ms = touch_clock_ms
@@ -130,7 +130,7 @@ class PartitionEngine:
             due = state.next_due_ms
             if due is None or not self._ready(due):
                 break
-            out.extend(evaluate(state, due, self.model, self.rules))
+            out.extend(self.classifier.evaluate(state, due))
         self._schedule(state)
         return out
 
@@ -195,9 +195,13 @@ class PartitionEngine:
         self.store.put(state)
         return []
 
+    @property
+    def model(self) -> Model:
+        return self.classifier.model
+
     def set_model(self, model: Model, states: Iterable[CustomerState]) -> None:
         """Adopt a new model: due times depend on it, so every customer is re-scheduled now."""
-        self.model = model
+        self.classifier = Classifier(self.rules, model)
         now = self.clock_ms
         due: list[tuple[int, str]] = []
         for s in states:

@@ -8,6 +8,7 @@ model topic and read by every worker. A replay with a fixed model is determinist
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class Model:
     def __post_init__(self) -> None:
         for name in ("recency_cuts_days", "frequency_cuts", "monetary_cuts_cents"):
             cuts = getattr(self, name)
-            if len(cuts) != 4 or any(b < a for a, b in zip(cuts, cuts[1:], strict=False)):
+            if len(cuts) != 4 or any(b < a for a, b in itertools.pairwise(cuts)):
                 raise ValueError(f"model {name} must be 4 ascending cut points, got {cuts!r}")
         if not self.version:
             object.__setattr__(self, "version", self._content_version())
@@ -92,7 +93,9 @@ class Model:
         )
         claimed = data.get("version")
         if claimed and claimed != model.version:
-            raise ValueError(f"model version {claimed} does not match its content ({model.version})")
+            raise ValueError(
+                f"model version {claimed} does not match its content ({model.version})"
+            )
         return model
 
     @classmethod

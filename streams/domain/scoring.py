@@ -6,58 +6,55 @@ boundary *away from the current score* by ``max(relative * |cut|, floor)``, so a
 sitting on a boundary keeps their score until the value moves clearly past it.
 
 Recency is the inverse: few days since the last purchase is good, so R = 5 is the most recent.
+The classifier precomputes :func:`hysteresis_cuts` for every current score (they depend only
+on the model), so scoring on the hot path is one ``bisect``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 
-def _margin(cut: float, relative: float, floor: float) -> float:
-    return max(abs(cut) * relative, floor)
+def hysteresis_cuts(
+    cuts: Sequence[float], current: int | None, relative: float, floor: float = 0.0
+) -> list[float]:
+    """Cut points for an ascending score, moved away from ``current`` by the margin.
+
+    A boundary above the current score is raised and one at or below it is lowered, so the
+    list stays ascending and leaving the current score takes a clear move. ``current`` None
+    (first classification) leaves the cut points as they are.
+    """
+    if current is None:
+        return list(cuts)
+    return [
+        cut + max(abs(cut) * relative, floor)
+        if i + 1 >= current
+        else cut - max(abs(cut) * relative, floor)
+        for i, cut in enumerate(cuts)
+    ]
 
 
-def ascending_score(
-    value: float,
-    cuts: Sequence[float],
-    current: int | None = None,
-    relative: float = 0.0,
-    floor: float = 0.0,
-) -> int:
+def ascending_score(value: float, adjusted_cuts: Sequence[float]) -> int:
     """Score 1..5 where larger values score higher (frequency, monetary)."""
-    score = 1
-    for i, cut in enumerate(cuts):
-        if current is not None:
-            m = _margin(cut, relative, floor)
-            # boundary between score i+1 and i+2: above the current score it is raised,
-            # at or below it is lowered, so leaving the current score takes a clear move.
-            cut = cut + m if i + 1 >= current else cut - m
-        if value > cut:
-            score = i + 2
-    return score
+    return 1 + bisect_left(adjusted_cuts, value)
 
 
-def recency_score(
-    days_since: float,
-    cuts: Sequence[float],
-    current: int | None = None,
-    relative: float = 0.0,
-    floor: float = 0.0,
-) -> int:
+def recency_cuts(
+    cuts: Sequence[float], current_r: int | None, relative: float, floor: float
+) -> list[float]:
+    """Hysteresis cut points on "days since the last purchase" for a current R score."""
+    return hysteresis_cuts(cuts, None if current_r is None else 6 - current_r, relative, floor)
+
+
+def recency_score(days_since: float, adjusted_cuts: Sequence[float]) -> int:
     """R score 1..5 where *fewer* days since the last purchase score higher."""
-    inverse_current = None if current is None else 6 - current
-    return 6 - ascending_score(days_since, cuts, inverse_current, relative, floor)
+    return 5 - bisect_left(adjusted_cuts, days_since)
 
 
-def recency_drop_after_days(
-    cuts: Sequence[float], current: int, relative: float, floor: float
-) -> float | None:
-    """Days since last purchase past which R falls below ``current`` (None if it can't)."""
-    inverse = 6 - current  # ascending score of days
-    if inverse >= 5:
-        return None
-    cut = cuts[inverse - 1]
-    return cut + _margin(cut, relative, floor)
+def recency_drop_after_days(adjusted_cuts: Sequence[float], current_r: int) -> float | None:
+    """Days since last purchase past which R falls below ``current_r`` (None at R = 1)."""
+    return None if current_r <= 1 else adjusted_cuts[5 - current_r]
 
 
 def above_split(value: float, split: float, currently_above: bool | None, relative: float) -> bool:

@@ -11,7 +11,7 @@ does not flap between quadrants.
 
 from __future__ import annotations
 
-from streams.domain.rules import Quadrant, Rules
+from streams.domain.rules import LoyaltyRules, Quadrant, Rules
 from streams.domain.scoring import above_split
 
 
@@ -30,12 +30,16 @@ def quadrant_of(*, loyal: bool, profitable: bool) -> Quadrant:
     return "barnacle" if loyal else "stranger"
 
 
+PROFITABLE: frozenset[str] = frozenset({"butterfly", "true_friend"})
+LOYAL: frozenset[str] = frozenset({"true_friend", "barnacle"})
+
+
 def is_profitable(
-    long_monetary_cents: float, split_cents: float, current: str | None, rules: Rules
+    long_monetary_cents: float, split_cents: float, current: str | None, relative: float
 ) -> bool:
     """Net spend over the long window above the population split (median by default)."""
-    was = None if current is None else current in ("butterfly", "true_friend")
-    return above_split(long_monetary_cents, split_cents, was, rules.hysteresis.relative)
+    was = None if current is None else current in PROFITABLE
+    return above_split(max(long_monetary_cents, 0), split_cents, was, relative)
 
 
 def is_loyal(
@@ -46,16 +50,16 @@ def is_loyal(
     long_orders: float,
     split_orders: float,
     current: str | None,
-    rules: Rules,
+    rules: LoyaltyRules,
+    relative: float,
 ) -> bool:
     """Behavioural loyalty: repeat purchase days over enough tenure, frequent, and alive.
 
     A first-time buyer is never loyal. The frequency and P(alive) tests keep hysteresis.
     """
-    lo = rules.loyalty
-    if repeat_days < lo.min_repeat_days or tenure_days < lo.min_tenure_days:
+    if repeat_days < rules.min_repeat_days or tenure_days < rules.min_tenure_days:
         return False
-    was = None if current is None else current in ("true_friend", "barnacle")
-    h = rules.hysteresis.relative
-    alive = above_split(p_alive, lo.min_p_alive, was, h)
-    return alive and above_split(long_orders, split_orders, was, h)
+    was = None if current is None else current in LOYAL
+    return above_split(p_alive, rules.min_p_alive, was, relative) and above_split(
+        long_orders, split_orders, was, relative
+    )

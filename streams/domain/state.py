@@ -223,11 +223,11 @@ class CustomerState:
         s.pending = [(p[0], p[1], p[2], p[3], p[4]) for p in row[13]]
         s.edge_ids = list(row[14])
         s.folded_ms = row[15]
-        s.touches = {b: n for b, n in row[16]}
+        s.touches = dict(row[16])
         s.interactions = row[17]
         s.last_touch_ms = row[18]
-        s.touch_ids = {i: t for i, t in row[19]}
-        s.offsets = {k: o for k, o in row[20]}
+        s.touch_ids = dict(row[19])
+        s.offsets = dict(row[20])
         s.scores = (row[21][0], row[21][1], row[21][2]) if row[21] else None
         (
             s.segment,

@@ -48,7 +48,10 @@ def reference_p_alive(params: BgNbdParams, x: int, t_x: float, T: float) -> floa
     if x == 0:
         return 1.0
     ratio = (params.alpha + T) / (params.alpha + t_x)
-    return 1.0 / (1.0 + params.a / (params.b + x - 1) * ratio ** (params.r + x))
+    try:
+        return 1.0 / (1.0 + params.a / (params.b + x - 1) * ratio ** (params.r + x))
+    except OverflowError:
+        return 0.0
 
 
 class TestParams:
@@ -313,26 +316,26 @@ def simulate(
     return x, t_x, T
 
 
-class TestFit:
-    TRUTH = BgNbdParams(r=0.5, alpha=20.0, a=0.8, b=2.5)
+TRUTH = BgNbdParams(r=0.5, alpha=20.0, a=0.8, b=2.5)
+Population = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
-    @pytest.fixture(scope="class")
-    def population(
-        self,
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        return simulate(self.TRUTH, 20_000, seed=7)
+
+@pytest.fixture(scope="module")
+def population() -> Population:
+    return simulate(TRUTH, 20_000, seed=7)
+
+
+class TestFit:
 
     def test_recovers_the_generating_parameters(
         self,
-        population: tuple[
-            npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-        ],
+        population: Population,
     ) -> None:
         fit = fit_bgnbd(*population)
         assert fit.converged
         assert fit.n_customers == 20_000
         assert 0 < fit.iterations < 200
-        truth = self.TRUTH
+        truth = TRUTH
         got = fit.params
         assert got.r == pytest.approx(truth.r, rel=0.1)
         assert got.alpha == pytest.approx(truth.alpha, rel=0.15)
@@ -343,9 +346,7 @@ class TestFit:
 
     def test_is_deterministic(
         self,
-        population: tuple[
-            npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-        ],
+        population: Population,
     ) -> None:
         assert fit_bgnbd(*population) == fit_bgnbd(*population)
 
@@ -361,9 +362,7 @@ class TestFit:
 
     def test_time_unit_only_rescales_alpha(
         self,
-        population: tuple[
-            npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-        ],
+        population: Population,
     ) -> None:
         x, t_x, T = population
         days = fit_bgnbd(x, t_x, T).params
@@ -374,9 +373,7 @@ class TestFit:
 
     def test_penalizer_shrinks_the_parameters(
         self,
-        population: tuple[
-            npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-        ],
+        population: Population,
     ) -> None:
         plain = fit_bgnbd(*population).params
         shrunk = fit_bgnbd(*population, penalizer=0.1).params
