@@ -35,7 +35,7 @@ from schemas.common import (
     Identifier,
     Label,
 )
-from schemas.inputs import MAX_PROPERTIES_DEPTH, Interaction, Purchase
+from schemas.inputs import LOOKALIKES, MAX_PROPERTIES_DEPTH, Interaction, Purchase
 from schemas.outputs import (
     MAX_FIELD_ERRORS,
     MAX_PAYLOAD_TEXT_CHARS,
@@ -103,6 +103,12 @@ class _Breach(NamedTuple):
     field: str
     limit: str
 
+
+# A lookalike only matters for a field that may be absent: a required one would be missing.
+_DEFAULTED: Final = {
+    name: frozenset(field for field, info in model.model_fields.items() if not info.is_required())
+    for name, model in (("purchase", Purchase), ("interaction", Interaction))
+}
 
 _Event = TypeVar("_Event", Purchase, Interaction)
 _Check = Callable[[_Event, datetime, Limits], _Breach | None]
@@ -210,6 +216,10 @@ def _purchase_breach(event: Purchase, now: datetime, limits: Limits) -> _Breach 
     breach = _time_breach(event.occurred_at, now, limits)
     if breach is not None:
         return breach
+    if event.__pydantic_extra__:
+        breach = _lookalike_breach(event.__pydantic_extra__, "purchase")
+        if breach is not None:
+            return breach
     top = limits.max_amount
     if event.amount > top:
         return _amount_breach("amount", event.amount, limits)
@@ -226,6 +236,8 @@ def _purchase_breach(event: Purchase, now: datetime, limits: Limits) -> _Breach 
 
 def _interaction_breach(event: Interaction, now: datetime, limits: Limits) -> _Breach | None:
     breach = _time_breach(event.occurred_at, now, limits)
+    if breach is None and event.__pydantic_extra__:
+        breach = _lookalike_breach(event.__pydantic_extra__, "interaction")
     if breach is not None or not event.properties:
         return breach
     problem = _json_problem(event.properties, 1, "properties")
@@ -271,6 +283,21 @@ def _time_breach(at: datetime, now: datetime, limits: Limits) -> _Breach | None:
             "occurred_at",
             "earliest",
         )
+    return None
+
+
+def _lookalike_breach(extra: dict[str, Any], name: str) -> _Breach | None:
+    for field in extra:
+        meant = LOOKALIKES.get(field)
+        if meant is not None and meant in _DEFAULTED[name]:
+            return _Breach(
+                DeadLetterReason.INVALID_EVENT,
+                f"unknown field {field!r} looks like {meant!r}: refused rather than ignored "
+                f"because ignoring it could change what the event means; send {meant!r} "
+                f"(see schemas/json/{name}.schema.json) and rename or drop {field!r}",
+                field,
+                "lookalike",
+            )
     return None
 
 
@@ -565,7 +592,7 @@ def _fallback(
     source: SourceRef, raw: object, code: DeadLetterReason, reason: str, limits: Limits
 ) -> DeadLetter:
     """A minimal record when even building a normal one failed (e.g. odd glue arguments)."""
-    data = raw if isinstance(raw, bytes) else b""
+    data = bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else b""
     kept = data[: max(limits.max_dead_letter_payload_bytes, 0)]
     return DeadLetter.model_construct(
         id=_clip(f"dl:{source.topic}:{source.partition}:{source.offset}", 256),

@@ -6,10 +6,12 @@ Compatibility policy, shared by both events:
   compatible change and keeps the version; anything that changes the meaning of an existing
   field bumps it. A worker dead-letters versions newer than it understands
   (``unsupported_schema_version``) instead of guessing.
-* Unknown top-level fields are **ignored**, not refused, so producers can send extra
-  attributes (or fields of a newer minor revision) without their events being dead-lettered.
-  Nothing that changes an event's value is optional-with-a-default except ``type`` (purchase
-  vs. refund); a misspelt required field is still refused as missing.
+* Unknown top-level fields are **accepted but not used** (kept in ``model_extra``), so
+  producers can send their own attributes, or fields of a newer minor revision, without their
+  events being dead-lettered. A misspelt required field is still refused as missing. The
+  danger of accepting unknown fields is a misspelt *defaulted* field: ``"kind": "refund"``
+  would silently count a refund as a purchase, ``"schemaVersion": 2`` would be read as
+  version 1. Such lookalikes (``LOOKALIKES``) are refused with a reason naming the field to use.
 * Validation is structural and deterministic. Limits that depend on configuration or on the
   worker's clock (amount ceiling, timestamp window, property size) are checked by the
   decoders in ``schemas.decode``.
@@ -46,8 +48,23 @@ SchemaVersion = Annotated[int, Strict(), Field(ge=1, le=CURRENT_SCHEMA_VERSION)]
 PropertyKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
+LOOKALIKES: Final[dict[str, str]] = {
+    "schemaVersion": "schema_version",
+    "schema": "schema_version",
+    "kind": "type",
+    "event_type": "type",
+    "transaction_type": "type",
+    "refund": "type",
+    "is_refund": "type",
+    "is_return": "type",
+    "lineItems": "line_items",
+}
+"""Unknown top-level field -> the contract field it most likely meant. Only fields whose loss
+would change the event's meaning silently (defaulted or optional ones) are listed."""
+
+
 class _InputEvent(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     schema_version: SchemaVersion = Field(
         CURRENT_SCHEMA_VERSION,

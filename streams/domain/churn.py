@@ -4,7 +4,8 @@ The BG/NBD model (Fader, Hardie & Lee 2005) describes every customer with a purc
 ``λ ~ Gamma(r, α)`` while alive and a dropout probability ``p ~ Beta(a, b)`` taken right after
 each repeat purchase. A customer's history is summarised by
 
-* ``x``   — number of repeat purchases (purchase days after the first),
+* ``x``   — number of repeat purchases: purchase days after the first (the state's
+  ``repeat_days``),
 * ``t_x`` — time from the first to the last purchase,
 * ``T``   — time from the first purchase to the evaluation time.
 
@@ -48,6 +49,10 @@ _SINGULARITY_STEP = 1e-5
 _FIT_GTOL = 1e-8
 _FIT_CONVERGED_GRADIENT = 1e-6
 _FIT_MAX_ITERATIONS = 1000
+# Parameters (in the internal time scale, oldest customer T = 1) beyond e^±15 mean the
+# likelihood keeps improving towards 0 or infinity: the data cannot identify the model (too
+# few customers, or no dropout signal), so such a stop is not reported as converged.
+_FIT_MAX_ABS_LOG_PARAM = 15.0
 
 # Relative step in c used where scipy's hyp2f1 fails (c - a - b a whole number).
 _HYP2F1_C_STEP = 1e-9
@@ -92,9 +97,11 @@ class BgNbdFit:
 
     ``log_likelihood`` is the total (weighted) log-likelihood in the caller's time unit, the
     figure papers report (e.g. -9582.4 for the CDNOW sample in weeks). ``n_customers`` is
-    the total weight. ``converged`` is true when every component of the gradient of the mean
-    negative log-likelihood (in log-parameters) is at most 1e-6 where the optimizer stopped;
-    when false, callers should keep the parameters they already distribute rather than
+    the total weight. ``converged`` is true when the optimizer stopped at an interior
+    optimum: every component of the gradient of the mean negative log-likelihood (in
+    log-parameters) is at most 1e-6, no parameter ran off towards 0 or infinity (which is
+    what too little or degenerate data does), and at least one customer is a repeat buyer.
+    When false, callers should keep the parameters they already distribute rather than
     publish these.
     """
 
@@ -109,16 +116,9 @@ class BgNbdFit:
 def _check_history(x: int, t_x: float, T: float) -> None:
     """Reject histories no customer can have; cheap enough for the hot path."""
     if x < 0 or t_x < 0 or t_x > T:
-        raise ValueError(f"invalid purchase history: need x >= 0 and 0 <= t_x <= T, got "
-                         f"x={x}, t_x={t_x}, T={T}")
-
-
-def _log_dropout_odds(params: BgNbdParams, x: int, t_x: float, T: float) -> float:
-    """log of the odds "dropped out after the last purchase" : "still alive", for x > 0."""
-    alpha = params.alpha
-    return (params.r + x) * math.log((alpha + T) / (alpha + t_x)) + math.log(
-        params.a / (params.b + x - 1)
-    )
+        raise ValueError(
+            f"invalid purchase history: need x >= 0 and 0 <= t_x <= T, got x={x}, t_x={t_x}, T={T}"
+        )
 
 
 def p_alive(params: BgNbdParams, x: int, t_x: float, T: float) -> float:
@@ -130,10 +130,15 @@ def p_alive(params: BgNbdParams, x: int, t_x: float, T: float) -> float:
     log-odds so that large ``x`` or ``T`` never overflow; the result can underflow to 0.0
     only when the odds of being alive fall below ~1e-308.
     """
-    _check_history(x, t_x, T)
+    # Inlined checks and formula: this is the per-event hot path, where calls cost.
+    if x < 0 or t_x < 0 or t_x > T:
+        _check_history(x, t_x, T)
     if x == 0:
         return 1.0
-    log_odds = _log_dropout_odds(params, x, t_x, T)
+    alpha = params.alpha
+    log_odds = (params.r + x) * math.log((alpha + T) / (alpha + t_x)) + math.log(
+        params.a / (params.b + x - 1)
+    )
     if log_odds > 0.0:
         odds_alive = math.exp(-log_odds)
         return odds_alive / (1.0 + odds_alive)
@@ -279,7 +284,7 @@ def expected_purchases(params: BgNbdParams, t: float, x: int, t_x: float, T: flo
     return p_alive(params, x, t_x, T) * scale
 
 
-def repeat_days(x: int, t_x: float) -> float | None:
+def average_days_between_purchases(x: int, t_x: float) -> float | None:
     """Average time between purchases (``t_x / x``), or ``None`` before a repeat purchase.
 
     This is what marketing tools call "average days between orders" when times are in days.
@@ -330,16 +335,23 @@ def _log_likelihood_terms(
     log_alpha_T = np.log(alpha + pop.T)
     log_alpha_tx = np.log(alpha + pop.t_x)
     common = (
-        gammaln(r + x) - gammaln(r) + r * math.log(alpha)
-        + gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+        gammaln(r + x)
+        - gammaln(r)
+        + r * math.log(alpha)
+        + gammaln(a + b)
+        + gammaln(b + x)
+        - gammaln(b)
+        - gammaln(a + b + x)
     )
     alive_term = -(r + x) * log_alpha_T
     dropout_term = np.where(
         pop.repeat, math.log(a) - np.log(b + pop.b_offset) - (r + x) * log_alpha_tx, -np.inf
     )
     log_bracket = np.logaddexp(alive_term, dropout_term)
-    return common + log_bracket, np.exp(alive_term - log_bracket), np.exp(
-        dropout_term - log_bracket
+    return (
+        common + log_bracket,
+        np.exp(alive_term - log_bracket),
+        np.exp(dropout_term - log_bracket),
     )
 
 
@@ -357,17 +369,23 @@ def _objective(
     ll, w_alive, w_dropout = _log_likelihood_terms(params, pop)
     log_alpha_T = np.log(alpha + pop.T)
     log_alpha_tx = np.log(alpha + pop.t_x)
-    d_r = digamma(r + x) - digamma(r) + math.log(alpha) - w_alive * log_alpha_T - (
-        w_dropout * log_alpha_tx
+    d_r = (
+        digamma(r + x)
+        - digamma(r)
+        + math.log(alpha)
+        - w_alive * log_alpha_T
+        - (w_dropout * log_alpha_tx)
     )
     d_alpha = r / alpha - (r + x) * (w_alive / (alpha + pop.T) + w_dropout / (alpha + pop.t_x))
     psi_ab = digamma(a + b)
     psi_abx = digamma(a + b + x)
     d_a = psi_ab - psi_abx + w_dropout / a
     d_b = psi_ab + digamma(b + x) - digamma(b) - psi_abx - w_dropout / (b + pop.b_offset)
+    # Weighted sums with elementwise products and numpy's pairwise sum rather than BLAS dot
+    # products: as accurate or better, and no BLAS threads competing with the stream worker.
     w = pop.weights
-    grad_ll = np.array([w @ d_r, w @ d_alpha, w @ d_a, w @ d_b]) / pop.total_weight
-    value = -float(w @ ll) / pop.total_weight + penalizer * float(params @ params)
+    grad_ll = (np.stack([d_r, d_alpha, d_a, d_b]) * w).sum(axis=1) / pop.total_weight
+    value = -float((w * ll).sum()) / pop.total_weight + penalizer * float((params * params).sum())
     grad = -grad_ll * params + 2.0 * penalizer * params * params
     return value, grad
 
@@ -433,7 +451,9 @@ def fit_bgnbd(
 
     # Customers with the same history add the same term: fit each distinct history once.
     histories, inverse = np.unique(np.stack([xs, txs, Ts]), axis=1, return_inverse=True)
-    counts = np.bincount(inverse.ravel(), weights=ws, minlength=histories.shape[1])
+    counts = np.bincount(inverse.ravel(), weights=ws, minlength=histories.shape[1]).astype(
+        np.float64
+    )
     x_u, tx_u, T_u = histories
     time_scale = 1.0 / max_T
     pop = _population(x_u, tx_u, T_u, counts, time_scale)
@@ -443,11 +463,19 @@ def fit_bgnbd(
         scaled = initial.rescale_time(time_scale)
         start = np.log([scaled.r, scaled.alpha, scaled.a, scaled.b])
     result = minimize(
-        _objective, start, args=(pop, penalizer), jac=True, method="BFGS",
+        _objective,
+        start,
+        args=(pop, penalizer),
+        jac=True,
+        method="BFGS",
         options={"gtol": _FIT_GTOL, "maxiter": _FIT_MAX_ITERATIONS},
     )
     gradient = np.asarray(result.jac, dtype=np.float64)
-    r, alpha, a, b = (float(v) for v in np.exp(result.x))
+    log_params = np.asarray(result.x, dtype=np.float64)
+    # Without a single repeat buyer nothing in the data speaks about dropout (a, b).
+    interior = bool(np.all(np.abs(log_params) <= _FIT_MAX_ABS_LOG_PARAM) and np.any(x_u > 0))
+    stationary = bool(np.all(np.abs(gradient) <= _FIT_CONVERGED_GRADIENT))
+    r, alpha, a, b = (float(v) for v in np.exp(np.clip(log_params, -300.0, 300.0)))
     params = BgNbdParams(r, alpha / time_scale, a, b)
     ll, _, _ = _log_likelihood_terms(
         np.array([params.r, params.alpha, params.a, params.b]),
@@ -455,9 +483,9 @@ def fit_bgnbd(
     )
     return BgNbdFit(
         params=params,
-        log_likelihood=float(counts @ ll),
+        log_likelihood=float((counts * ll).sum()),
         n_customers=int(counts.sum()),
-        converged=bool(np.all(np.abs(gradient) <= _FIT_CONVERGED_GRADIENT)),
+        converged=stationary and interior,
         iterations=int(result.nit),
         message=str(result.message),
     )

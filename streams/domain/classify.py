@@ -166,10 +166,25 @@ class Classifier:
             long_oldest=long_oldest,
         )
 
-    def assess(self, state: CustomerState, now_ms: int, verdict: _Verdict | None = None) -> Profile:
-        """The customer's full profile as of ``now_ms``; does not change ``state``."""
+    def assess(
+        self,
+        state: CustomerState,
+        now_ms: int,
+        verdict: _Verdict | None = None,
+        *,
+        engagement: bool = True,
+    ) -> Profile:
+        """The customer's full profile as of ``now_ms``; does not change ``state``.
+
+        Output events are built with ``engagement=False``: interactions arrive on their own
+        topic, so how they interleave with purchases is not reproducible, and an output must
+        be (the same log gives the same outputs). Views and the API show engagement.
+        """
         w = self.rules.windows
-        engagement = state.engagement(now_ms, w.bucket_days, w.engagement_buckets)
+        touches = (
+            state.engagement(now_ms, w.bucket_days, w.engagement_buckets) if engagement else None
+        )
+        last_touch = state.last_touch_ms if engagement else None
         if state.first_ms is None or state.last_ms is None:
             return Profile(
                 customer_id=state.customer_id,
@@ -198,8 +213,8 @@ class Classifier:
                 gap_std_days=None,
                 expected_next_purchase_ms=None,
                 tenure_days=None,
-                engagement=engagement,
-                last_interaction_ms=state.last_touch_ms,
+                engagement=touches,
+                last_interaction_ms=last_touch,
             )
         v = verdict or self._verdict(state, now_ms)
         x, t_x = state.repeat_days, state.t_x_days
@@ -237,8 +252,8 @@ class Classifier:
                 state.last_ms + round(mean_gap * MS_PER_DAY) if mean_gap is not None else None
             ),
             tenure_days=(now_ms - state.first_ms) / MS_PER_DAY,
-            engagement=engagement,
-            last_interaction_ms=state.last_touch_ms,
+            engagement=touches,
+            last_interaction_ms=last_touch,
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -253,16 +268,16 @@ class Classifier:
         out: list[OutputEvent] = []
         profile: Profile | None = None
         if v.segment != state.segment:
-            profile = profile or self.assess(state, now_ms, v)
+            profile = profile or self.assess(state, now_ms, v, engagement=False)
             out.append(_change(state, profile, "rfm_segment", state.segment, v.segment, cause))
             state.segment, state.segment_since_ms = v.segment, now_ms
         if v.quadrant != state.quadrant:
-            profile = profile or self.assess(state, now_ms, v)
+            profile = profile or self.assess(state, now_ms, v, engagement=False)
             out.append(_change(state, profile, "quadrant", state.quadrant, v.quadrant, cause))
             state.quadrant, state.quadrant_since_ms = v.quadrant, now_ms
         state.scores = v.scores
         if v.level > state.drift_level:
-            profile = profile or self.assess(state, now_ms, v)
+            profile = profile or self.assess(state, now_ms, v, engagement=False)
             out.append(_alert(state, profile, v.level, cause))
         if v.level > state.drift_level or cause == "purchase":
             # a purchase resets the drift level; time alone only ever raises it

@@ -46,7 +46,7 @@ class Profile:
     gap_std_days: float | None
     expected_next_purchase_ms: int | None
     tenure_days: float | None
-    engagement: int
+    engagement: int | None  # None in output events (see Classifier.assess)
     last_interaction_ms: int | None
 
 

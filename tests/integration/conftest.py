@@ -75,9 +75,7 @@ def _tcp_error(host: str, port: int, timeout: float) -> str | None:
         return exc.strerror or str(exc)
 
 
-def kafka_unreachable_reason(
-    bootstrap: str, timeout: float = REACHABILITY_TIMEOUT_S
-) -> str | None:
+def kafka_unreachable_reason(bootstrap: str, timeout: float = REACHABILITY_TIMEOUT_S) -> str | None:
     """None if a broker at ``bootstrap`` answers a metadata request; else what to do about it."""
     problems: list[str] = []
     reachable = False
@@ -106,9 +104,7 @@ def kafka_unreachable_reason(
         finally:
             if admin is not None:
                 admin.close()
-    return (
-        f"Kafka is not reachable at {bootstrap} ({'; '.join(problems)}) — {_start_hint('kafka')}"
-    )
+    return f"Kafka is not reachable at {bootstrap} ({'; '.join(problems)}) — {_start_hint('kafka')}"
 
 
 def redis_unreachable_reason(url: str, timeout: float = REACHABILITY_TIMEOUT_S) -> str | None:
@@ -253,9 +249,7 @@ _isolation_counter = count(1)
 
 
 @pytest.fixture
-def isolated_settings(
-    settings: Settings, run_id: str, tmp_path: Path
-) -> Settings:
+def isolated_settings(settings: Settings, run_id: str, tmp_path: Path) -> Settings:
     """Like ``settings`` but with names of its own, for a test that runs its own worker."""
     n = next(_isolation_counter)
     return settings.model_copy(
@@ -327,9 +321,7 @@ def create_topics(admin: KafkaAdminClient, settings: Settings, run_id: str) -> C
     return create
 
 
-def wait_for(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
-) -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``probe`` until it returns something other than None; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:

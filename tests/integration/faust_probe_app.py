@@ -7,7 +7,6 @@ RFM_* environment variables, like the real worker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -34,16 +33,16 @@ totals = app.Table(
     "probe-totals",
     default=int,
     partitions=settings.partitions,
-    key_serializer="raw",
-    value_serializer="json",
+    key_type=str,
+    value_type=int,
 )
 store = aioredis.Redis.from_url(settings.redis_url)
 
 
 @app.agent(events)
-async def count_amounts(stream: AsyncIterator[tuple[bytes, dict[str, Any]]]) -> None:
+async def count_amounts(stream: faust.StreamT[dict[str, Any]]) -> None:
     """Add each event's amount to its customer's total; record the event in Redis."""
-    async for key, event in stream.items():  # type: ignore[attr-defined]
+    async for key, event in stream.items():
         customer = key.decode()
         totals[customer] += int(event["amount"])
         await store.hset(f"{settings.redis_prefix}probe:{customer}", event["id"], event["amount"])

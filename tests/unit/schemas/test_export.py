@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import DeadLetterReason
+from schemas import DeadLetterReason, Limits
 from schemas.export import SCHEMA_DIR, SCHEMAS, drift, main, render_all
 
 
@@ -44,3 +44,11 @@ def test_dead_letter_schema_lists_every_reason_code() -> None:
     document = json.loads(render_all()["dead_letter.schema.json"])
     codes = document["$defs"]["DeadLetterReason"]["enum"]
     assert codes == [reason.value for reason in DeadLetterReason]
+
+
+def test_contract_document_lists_every_reason_code_and_limit() -> None:
+    text = (SCHEMA_DIR.parent / "CONTRACT.md").read_text(encoding="utf-8")
+    for reason in DeadLetterReason:
+        assert f"| `{reason.value}` |" in text, reason
+    for limit in Limits.__dataclass_fields__:
+        assert f"`{limit}`" in text, limit

@@ -1,0 +1,34 @@
+"""Test-wide pytest hooks. Kept light: fixtures that need services live in tests/integration."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# kafka-python 3.0 loads its protocol schemas with importlib.resources functions that Python
+# 3.11 deprecates: two hundred identical warnings per session, nothing to act on here. The
+# module-level filter covers imports made while conftest files load; the ini lines cover tests.
+KAFKA_PYTHON_NOISE = ("read_text is deprecated", "open_text is deprecated")
+for _message in KAFKA_PYTHON_NOISE:
+    warnings.filterwarnings("ignore", message=_message, category=DeprecationWarning)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for message in KAFKA_PYTHON_NOISE:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Show which stack the integration tests will use (from .local/stack.env)."""
+    if os.environ.get("RFM_TEST_STACK") == "external":
+        return ["stack: external (RFM_KAFKA_BOOTSTRAP / RFM_REDIS_URL from the environment)"]
+    stack_env = Path(os.environ.get("RFM_LOCAL_DIR", REPO_ROOT / ".local")) / "stack.env"
+    if not stack_env.is_file():
+        return ["stack: not started yet; integration tests start it (deploy/local/stack.sh)"]
+    lines = [line for line in stack_env.read_text().splitlines() if line.startswith("RFM_")]
+    return ["stack: " + ", ".join(lines)]

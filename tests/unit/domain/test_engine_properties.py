@@ -1,0 +1,250 @@
+"""Order, duplicates, redelivery, split-and-resume, refunds and time passing, as properties."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.domain.engine import DictStore, PartitionEngine
+from streams.domain.events import DuplicateEvent, LateEvent
+from streams.domain.facts import MS_PER_DAY, InteractionFact, PurchaseFact, PurchaseKind, day_of
+from streams.domain.model import default_model
+from streams.domain.state import CustomerState
+from tests.unit.domain.logs import (
+    LATENESS_MS,
+    T0,
+    Fact,
+    Run,
+    by_customer,
+    collect,
+    customer_logs,
+    essence,
+    feed,
+    rules_with_lateness,
+    run_log,
+)
+
+END = T0 + 900 * MS_PER_DAY
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(customer_logs(), st.randoms(use_true_random=False))
+def test_shuffling_within_lateness_changes_nothing(facts: list[Fact], rnd: random.Random) -> None:
+    """Arrival order within the allowed lateness does not change states or outputs."""
+    reference = run_log(facts, end_ms=END)
+    # each event may arrive up to the allowed lateness behind the newest one seen
+    jittered = sorted(facts, key=lambda f: f.at_ms + rnd.randint(0, LATENESS_MS))
+    shuffled = run_log(jittered, end_ms=END)
+    assert not [e for e in shuffled.other if isinstance(e, LateEvent)]
+    assert essence(shuffled) == essence(reference)
+    assert by_customer(shuffled.outputs) == by_customer(reference.outputs)
+
+
+@PROPERTY
+@given(customer_logs(), st.randoms(use_true_random=False))
+def test_duplicates_are_no_ops(facts: list[Fact], rnd: random.Random) -> None:
+    """A repeated event id (a producer retry, a resent message) changes nothing."""
+    reference = run_log(facts, end_ms=END)
+    doubled: list[Fact] = []
+    for f in facts:
+        doubled.append(f)
+        if rnd.random() < 0.5:
+            doubled.append(f)
+    run = run_log(doubled, end_ms=END)
+    assert essence(run) == essence(reference)
+    assert run.outputs == reference.outputs
+    duplicates = [e for e in run.other if isinstance(e, DuplicateEvent)]
+    assert len(duplicates) == len(doubled) - len(facts)
+    assert all(d.why == "duplicate_id" for d in duplicates)
+
+
+@PROPERTY
+@given(customer_logs(), st.data())
+def test_split_resume_and_redelivery(facts: list[Fact], data: st.DataObject) -> None:
+    """Stop anywhere, restore from serialized state, re-read from an older offset: same result."""
+    rules = rules_with_lateness()
+    reference = run_log(facts, rules=rules, end_ms=END)
+
+    split = data.draw(st.integers(0, len(facts)), label="split")
+    first = run_log(facts[:split], rules=rules)
+    assert first.engine is not None
+    saved = {cid: s.to_bytes() for cid, s in first.store.states.items()}
+    clock, touch_clock = first.engine.clock_ms, first.engine.touch_clock_ms
+
+    store = DictStore()
+    for raw in saved.values():
+        restored = CustomerState.from_bytes(raw)
+        store.put(restored)
+    engine = PartitionEngine(
+        rules, default_model(), store, clock_ms=clock, touch_clock_ms=touch_clock
+    )
+    engine.rebuild(store.states.values())
+    resumed = Run(outputs=list(first.outputs), engine=engine)
+    # a crash before the offset commit: the consumer re-reads from an earlier offset
+    rewind = data.draw(st.integers(0, split), label="rewind")
+    redelivered = Run()
+    purchases_before = sum(isinstance(f, PurchaseFact) for f in facts[:rewind])
+    touches_before = rewind - purchases_before
+    offsets = {"purchases": purchases_before, "interactions": touches_before}
+    from streams.domain.facts import SourcePosition
+
+    for f in facts[rewind:split]:
+        stream = "purchases" if isinstance(f, PurchaseFact) else "interactions"
+        pos = SourcePosition(stream, 0, offsets[stream])
+        offsets[stream] += 1
+        events = (
+            engine.on_purchase(f, pos)
+            if isinstance(f, PurchaseFact)
+            else engine.on_interaction(f, pos)
+        )
+        collect(events, redelivered)
+    assert redelivered.outputs == []
+    assert all(isinstance(e, DuplicateEvent) and e.why == "redelivered" for e in redelivered.other)
+
+    purchases_done = sum(isinstance(f, PurchaseFact) for f in facts[:split])
+    rest = Run()
+    offsets_rest = {"purchases": purchases_done, "interactions": split - purchases_done}
+    for f in facts[split:]:
+        stream = "purchases" if isinstance(f, PurchaseFact) else "interactions"
+        pos = SourcePosition(stream, 0, offsets_rest[stream])
+        offsets_rest[stream] += 1
+        events = (
+            engine.on_purchase(f, pos)
+            if isinstance(f, PurchaseFact)
+            else engine.on_interaction(f, pos)
+        )
+        collect(events, rest)
+    collect(engine.tick(END), rest)
+    resumed.outputs.extend(rest.outputs)
+    assert {c: s.to_list() for c, s in store.states.items()} == {
+        c: s.to_list() for c, s in reference.store.states.items()
+    }
+    assert resumed.outputs == reference.outputs
+
+
+@PROPERTY
+@given(customer_logs(max_customers=3, max_events=60))
+def test_aggregates_match_brute_force(facts: list[Fact]) -> None:
+    """x, t_x, orders, refunds, window sums and mean repeat spend, recomputed from scratch."""
+    rules = rules_with_lateness()
+    run = run_log(facts, rules=rules, end_ms=END)
+    w = rules.windows
+    for cid, state in run.store.states.items():
+        mine = [f for f in facts if isinstance(f, PurchaseFact) and f.customer_id == cid]
+        buys = [f for f in mine if f.kind is PurchaseKind.PURCHASE]
+        refunds = [f for f in mine if f.kind is PurchaseKind.REFUND]
+        assert state.orders == len(buys)
+        assert state.refunds == len(refunds)
+        assert state.refunded_cents == sum(f.amount_cents for f in refunds)
+        touches = [f for f in facts if isinstance(f, InteractionFact) and f.customer_id == cid]
+        assert state.interactions == len(touches)
+        if not buys:
+            assert state.first_ms is None
+            continue
+        days = sorted({day_of(f.at_ms) for f in buys})
+        assert state.repeat_days == len(days) - 1
+        assert state.t_x_days == days[-1] - days[0]
+        assert state.gap_sq_days == sum((b - a) ** 2 for a, b in zip(days, days[1:], strict=False))
+        assert state.first_day_cents == sum(f.amount_cents for f in buys if day_of(f.at_ms) == days[0])
+        assert state.repeat_cents == sum(f.amount_cents for f in buys if day_of(f.at_ms) != days[0])
+        # windows as of the last purchase: buckets are pruned only beyond the long window
+        now = max(f.at_ms for f in mine)
+        bucket_ms = w.bucket_days * MS_PER_DAY
+        newest = now // bucket_ms
+        in_short = [f for f in mine if newest - w.short_buckets < f.at_ms // bucket_ms <= newest]
+        orders, cents = state.window_totals(now, w.bucket_days, w.short_buckets)
+        assert orders == sum(f.kind is PurchaseKind.PURCHASE for f in in_short)
+        assert cents == sum(
+            f.amount_cents if f.kind is PurchaseKind.PURCHASE else -f.amount_cents
+            for f in in_short
+        )
+        assert len(state.buckets) <= w.long_buckets + 1
+
+
+@PROPERTY
+@given(customer_logs(max_customers=2, max_events=30), st.integers(1, 600))
+def test_time_alone_only_moves_customers_toward_churn(facts: list[Fact], days: int) -> None:
+    """With no new purchase, recency only falls and the drift level only rises."""
+    run = run_log(facts, end_ms=None)
+    engine = run.engine
+    assert engine is not None
+    last = max(f.at_ms for f in facts)
+    collect(engine.tick(last + 3 * LATENESS_MS), run)
+    before = {c: (s.scores, s.drift_level) for c, s in run.store.states.items()}
+    later = Run()
+    collect(engine.tick(last + days * MS_PER_DAY), later)
+    for e in later.outputs:
+        assert e.cause == "time"
+    for cid, state in run.store.states.items():
+        scores, level = before[cid]
+        if scores is None or state.scores is None:
+            continue
+        assert state.scores[0] <= scores[0]
+        assert state.drift_level >= level
+
+
+def test_late_events_are_reported_not_applied() -> None:
+    facts: list[Fact] = [
+        PurchaseFact("e1", "alice", T0 + 10 * MS_PER_DAY, "o1", 1000),
+        PurchaseFact("e2", "bob", T0, "o2", 1000),  # ten days behind the partition's clock
+    ]
+    run = run_log(facts, end_ms=END)
+    late = [e for e in run.other if isinstance(e, LateEvent)]
+    assert [e.fact.event_id for e in late] == ["e2"]
+    assert late[0].closed_ms == T0 + 10 * MS_PER_DAY - LATENESS_MS
+    assert "bob" not in run.store.states
+
+
+def test_a_silent_true_friend_drifts_by_time_alone() -> None:
+    """Fortnightly buyer for a year, then nothing: the alerts come from the clock alone."""
+    facts: list[Fact] = [
+        PurchaseFact(f"e{k}", "tf", T0 + k * 14 * MS_PER_DAY, f"o{k}", 12_000) for k in range(26)
+    ]
+    run = run_log(facts, end_ms=T0 + 26 * 14 * MS_PER_DAY + 90 * MS_PER_DAY)
+    quadrant_changes = [
+        e for e in run.outputs if getattr(e, "dimension", None) == "quadrant"
+    ]
+    assert any(e.to_value == "true_friend" for e in quadrant_changes)  # type: ignore[union-attr]
+    alerts = [e for e in run.outputs if hasattr(e, "severity")]
+    drifting = [a for a in alerts if a.cause == "time" and a.true_friend_drifting]  # type: ignore[union-attr]
+    assert drifting, "a true friend who stops buying must raise a drifting alert"
+    first = drifting[0]
+    last_purchase = T0 + 25 * 14 * MS_PER_DAY
+    # warning at twice the customer's own 14-day rhythm, not earlier
+    assert first.at_ms == last_purchase + 28 * MS_PER_DAY
+    assert first.severity == "warning"  # type: ignore[union-attr]
+
+
+def test_output_ids_are_per_customer_sequences() -> None:
+    facts: list[Fact] = [
+        PurchaseFact(f"e{k}", f"c{k % 3}", T0 + k * 3 * MS_PER_DAY, f"o{k}", 5_000)
+        for k in range(30)
+    ]
+    run = run_log(facts, end_ms=END)
+    for cid, events in by_customer(run.outputs).items():
+        assert [e.id for e in events] == [f"{cid}:{n}" for n in range(1, len(events) + 1)]
+
+
+def test_refund_reduces_monetary_but_not_frequency() -> None:
+    rules = rules_with_lateness()
+    facts: list[Fact] = [
+        PurchaseFact("e1", "c", T0, "o1", 10_000),
+        PurchaseFact("e2", "c", T0 + MS_PER_DAY, "o1", 4_000, kind=PurchaseKind.REFUND),
+    ]
+    run = run_log(facts, rules=rules, end_ms=T0 + 2 * MS_PER_DAY)
+    state = run.store.states["c"]
+    w = rules.windows
+    assert state.window_totals(T0 + 2 * MS_PER_DAY, w.bucket_days, w.short_buckets) == (1, 6_000)
+    assert state.orders == 1
+    assert state.refunds == 1
+
+
+def test_zero_lateness_evaluates_immediately() -> None:
+    rules = rules_with_lateness(0)
+    engine = PartitionEngine(rules, default_model(), DictStore())
+    run = Run(engine=engine)
+    feed(engine, [PurchaseFact("e1", "c", T0, "o1", 10_000)], run)
+    assert [getattr(e, "dimension", None) for e in run.outputs] == ["rfm_segment", "quadrant"]
