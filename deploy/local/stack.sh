@@ -474,8 +474,9 @@ kafka_fail() {
 }
 
 wait_kafka_ready() {
-  local pid=$1 port=$2 started=$3 deadline
-  deadline=$(($(now_ms) + KAFKA_START_TIMEOUT * 1000))
+  local pid=$1 port=$2 started=$3 deadline waiting_since
+  waiting_since=$(now_ms)
+  deadline=$((waiting_since + KAFKA_START_TIMEOUT * 1000))
   until kafka_healthy "$port"; do
     pid_alive "$pid" || kafka_fail "Kafka (pid $pid) exited during start-up"
     if (($(now_ms) > deadline)); then
@@ -483,7 +484,7 @@ wait_kafka_ready() {
     fi
     sleep 0.3
   done
-  say "kafka $(kafka_version) ready on 127.0.0.1:$port (pid $pid, $(elapsed_since "$started"))"
+  say "kafka $(kafka_version) ready on 127.0.0.1:$port (pid $pid; answered after $(elapsed_since "$waiting_since"), $(elapsed_since "$started") in all)"
 }
 
 start_kafka() {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from streams.domain.churn import (
     p_alive,
     p_no_purchase_within,
 )
+from tests.unit.domain.cdnow import OBSERVATION_END, dataset, read_transactions
 
 lifetimes = pytest.importorskip("lifetimes")
 lifetimes_utils = pytest.importorskip("lifetimes.utils")
@@ -38,7 +38,6 @@ Vector = npt.NDArray[np.float64]
 # Fader, Hardie & Lee (2005), table 1 / lifetimes' documentation, weeks.
 PUBLISHED = BgNbdParams(r=0.243, alpha=4.414, a=0.793, b=2.426)
 PUBLISHED_LOG_LIKELIHOOD = -9582.4
-OBSERVATION_END = "1998-06-30"
 
 # What our fit achieves against lifetimes' default fit (BFGS, tol 1e-7), relative:
 # ~4e-7 on the weekly summary, ~1.1e-6 on the daily sample log, ~1.4e-7 on the daily master
@@ -68,10 +67,6 @@ def fit_lifetimes(pop: Population, **kwargs: Any) -> Any:
     return lifetimes.BetaGeoFitter(**kwargs).fit(pop.x, pop.t_x, pop.T)
 
 
-def dataset(name: str) -> Any:
-    return files("lifetimes") / "datasets" / name
-
-
 @pytest.fixture(scope="module")
 def weekly_summary() -> Population:
     df = pd.read_csv(dataset("cdnow_customers_summary.csv"))
@@ -81,29 +76,6 @@ def weekly_summary() -> Population:
         df["recency"].to_numpy(np.float64),
         df["T"].to_numpy(np.float64),
     )
-
-
-def read_transactions(name: str) -> Any:
-    """CDNOW logs: whitespace-separated id(s), date YYYYMMDD, number of CDs, dollar value.
-
-    ``CDNOW_master.txt`` has a header and one customer id; ``CDNOW_sample.txt`` has no header
-    and two ids (master id, then the sample's own 1..2357 id, used here).
-    """
-    if name == "CDNOW_master.txt":
-        columns = ["customer_id", "date", "cds", "dollars"]
-        header: int | None = 0
-    else:
-        columns = ["master_id", "customer_id", "date", "cds", "dollars"]
-        header = None
-    log = pd.read_csv(
-        dataset(name),
-        sep=r"\s+",
-        header=header,
-        names=columns,
-        dtype={"customer_id": str, "date": str},
-    )
-    log["date"] = pd.to_datetime(log["date"], format="%Y%m%d")
-    return log
 
 
 @pytest.fixture(scope="module", params=["CDNOW_sample.txt", "CDNOW_master.txt"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import HealthCheck, given, settings
@@ -147,8 +148,10 @@ def test_aggregates_match_brute_force(facts: list[Fact]) -> None:
         days = sorted({day_of(f.at_ms) for f in buys})
         assert state.repeat_days == len(days) - 1
         assert state.t_x_days == days[-1] - days[0]
-        assert state.gap_sq_days == sum((b - a) ** 2 for a, b in zip(days, days[1:], strict=False))
-        assert state.first_day_cents == sum(f.amount_cents for f in buys if day_of(f.at_ms) == days[0])
+        assert state.gap_sq_days == sum((b - a) ** 2 for a, b in itertools.pairwise(days))
+        assert state.first_day_cents == sum(
+            f.amount_cents for f in buys if day_of(f.at_ms) == days[0]
+        )
         assert state.repeat_cents == sum(f.amount_cents for f in buys if day_of(f.at_ms) != days[0])
         # windows as of the last purchase: buckets are pruned only beyond the long window
         now = max(f.at_ms for f in mine)
@@ -158,8 +161,7 @@ def test_aggregates_match_brute_force(facts: list[Fact]) -> None:
         orders, cents = state.window_totals(now, w.bucket_days, w.short_buckets)
         assert orders == sum(f.kind is PurchaseKind.PURCHASE for f in in_short)
         assert cents == sum(
-            f.amount_cents if f.kind is PurchaseKind.PURCHASE else -f.amount_cents
-            for f in in_short
+            f.amount_cents if f.kind is PurchaseKind.PURCHASE else -f.amount_cents for f in in_short
         )
         assert len(state.buckets) <= w.long_buckets + 1
 
@@ -204,9 +206,7 @@ def test_a_silent_true_friend_drifts_by_time_alone() -> None:
         PurchaseFact(f"e{k}", "tf", T0 + k * 14 * MS_PER_DAY, f"o{k}", 12_000) for k in range(26)
     ]
     run = run_log(facts, end_ms=T0 + 26 * 14 * MS_PER_DAY + 90 * MS_PER_DAY)
-    quadrant_changes = [
-        e for e in run.outputs if getattr(e, "dimension", None) == "quadrant"
-    ]
+    quadrant_changes = [e for e in run.outputs if getattr(e, "dimension", None) == "quadrant"]
     assert any(e.to_value == "true_friend" for e in quadrant_changes)  # type: ignore[union-attr]
     alerts = [e for e in run.outputs if hasattr(e, "severity")]
     drifting = [a for a in alerts if a.cause == "time" and a.true_friend_drifting]  # type: ignore[union-attr]

@@ -277,6 +277,7 @@ def check_outcome(
     if isinstance(result, DeadLetter):
         assert result.reason.strip()
         assert result.reason_code in set(DeadLetterReason)
+        assert result.reason_code is not DeadLetterReason.INTERNAL_ERROR, result.reason
         assert result.id == source.dead_letter_id
         assert result.payload_size == len(raw)
         if not result.payload_truncated:
