@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from streams.domain.engine import DictStore, PartitionEngine
 from streams.domain.events import DuplicateEvent, LateEvent
-from streams.domain.facts import MS_PER_DAY, InteractionFact, PurchaseFact, PurchaseKind, day_of
+from streams.domain.facts import (
+    MS_PER_DAY,
+    InteractionFact,
+    PurchaseFact,
+    PurchaseKind,
+    SourcePosition,
+    day_of,
+)
 from streams.domain.model import default_model
 from streams.domain.state import CustomerState
 from tests.unit.domain.logs import (
@@ -90,8 +97,6 @@ def test_split_resume_and_redelivery(facts: list[Fact], data: st.DataObject) -> 
     purchases_before = sum(isinstance(f, PurchaseFact) for f in facts[:rewind])
     touches_before = rewind - purchases_before
     offsets = {"purchases": purchases_before, "interactions": touches_before}
-    from streams.domain.facts import SourcePosition
-
     for f in facts[rewind:split]:
         stream = "purchases" if isinstance(f, PurchaseFact) else "interactions"
         pos = SourcePosition(stream, 0, offsets[stream])
@@ -215,7 +220,7 @@ def test_a_silent_true_friend_drifts_by_time_alone() -> None:
     last_purchase = T0 + 25 * 14 * MS_PER_DAY
     # warning at twice the customer's own 14-day rhythm, not earlier
     assert first.at_ms == last_purchase + 28 * MS_PER_DAY
-    assert first.severity == "warning"  # type: ignore[union-attr]
+    assert first.severity == "warning"
 
 
 def test_output_ids_are_per_customer_sequences() -> None:

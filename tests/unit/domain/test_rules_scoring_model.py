@@ -76,6 +76,7 @@ def test_hysteresis_keeps_the_score_near_a_boundary(current: int, value: float) 
 def test_recency_drop_is_the_raised_boundary() -> None:
     cuts = recency_cuts(CUTS, 5, 0.1, 1.0)
     after = recency_drop_after_days(cuts, 5)
+    assert after is not None
     assert after == pytest.approx(11.0)  # 10 days + max(10 %, 1 day)
     assert recency_score(after, cuts) == 5
     assert recency_score(after + 1e-9, cuts) == 4
