@@ -455,16 +455,20 @@ render() {
 }
 
 kafka_java() {
-  # Tools (StorageTool) log to the same file as the broker.
+  # Tools (StorageTool) log to the broker's file, but only warnings: their INFO output is a
+  # full configuration dump that would bury the broker's own lines.
   java -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
-    -cp "$(kafka_libs)/*" "$@"
+    -Dkafka.log.level=WARN -cp "$(kafka_libs)/*" "$@"
 }
 
 kafka_fail() {
   local message=$1
   {
+    # Warnings and errors say why a broker stopped; the last lines say where it got to.
+    printf 'stack: --- last warnings and errors in %s ---\n' "$(show_path "$KAFKA_LOG")"
+    grep -E '^\[[^]]*\] (WARN|ERROR|FATAL) ' "$KAFKA_LOG" 2>/dev/null | tail -n 10 || true
     printf 'stack: --- last lines of %s ---\n' "$(show_path "$KAFKA_LOG")"
-    tail -n 15 "$KAFKA_LOG" 2>/dev/null || true
+    tail -n 5 "$KAFKA_LOG" 2>/dev/null || true
     if [[ -s $KAFKA_OUT ]]; then
       printf 'stack: --- last lines of %s ---\n' "$(show_path "$KAFKA_OUT")"
       tail -n 15 "$KAFKA_OUT"
@@ -514,6 +518,12 @@ start_kafka() {
   render "$KAFKA_TEMPLATE" "$KAFKA_CONF" \
     @KAFKA_PORT@ "$port" @CONTROLLER_PORT@ "$controller_port" @DATA_DIR@ "$KAFKA_DATA"
 
+  # One run per file, so a failure shows this run's JVM output; the previous run's is kept.
+  if [[ -s $KAFKA_OUT ]]; then
+    mv -f "$KAFKA_OUT" "$KAFKA_OUT.1"
+  fi
+  : >"$KAFKA_OUT"
+
   if [[ ! -s $KAFKA_CLUSTER_ID_FILE ]]; then
     # What `StorageTool random-uuid` prints (16 random bytes, URL-safe base64 without
     # padding), without paying for another JVM start.
@@ -532,7 +542,6 @@ start_kafka() {
   # outlives the caller (a test run, a CI step); 9>&- keeps our lock out of it.
   local -a heap
   read -r -a heap <<<"$KAFKA_HEAP_OPTS"
-  : >>"$KAFKA_OUT"
   setsid java "${heap[@]}" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
@@ -736,7 +745,7 @@ cmd_wipe() {
     case $service in
     kafka)
       rm -rf "$KAFKA_DIR"
-      rm -f "$KAFKA_LOG" "$KAFKA_LOG".[0-9]* "$KAFKA_OUT"
+      rm -f "$KAFKA_LOG" "$KAFKA_LOG".[0-9]* "$KAFKA_OUT" "$KAFKA_OUT.1"
       [[ -f $STACK_ENV ]] && set_stack_env RFM_KAFKA_BOOTSTRAP ""
       ;;
     redis)
