@@ -8,7 +8,7 @@ same variables drive the worker, the CLI, the tests and docker-compose.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024, description="partitions of topics it creates")
     replication_factor: int = Field(1, ge=1, le=16)
     app_id: str = Field("rfm-stream", description="consumer group id and Faust app id")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
 
     # --- Redis -----------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0")
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     @cached_property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Options shared by every kafka-python / aiokafka client the product creates."""
+        return {"security_protocol": self.kafka_security_protocol}
 
 
 class TopicNames:

@@ -432,12 +432,18 @@ kafka_healthy() {
   fi
 }
 
+# kcat is optional: one failed installation attempt is remembered (until wipe), so that every
+# later start does not pay for another apt-get update.
 ensure_kcat() {
+  local marker="$LOCAL_DIR/.kcat-install-failed"
   have kcat && return 0
+  [[ -f $marker ]] && return 0
   if apt_install kcat; then
     say "installed kcat"
   else
-    warn "kcat is not installed and could not be installed (apt-get install -y kcat); the kcat test will be skipped"
+    mkdir -p "$LOCAL_DIR"
+    : >"$marker"
+    warn "kcat is not installed and could not be installed (apt-get install -y kcat); readiness checks fall back to python3 and the kcat test is skipped"
   fi
 }
 
@@ -759,6 +765,7 @@ cmd_wipe() {
   if [[ -f $STACK_ENV ]] && ! grep -q '^RFM_' "$STACK_ENV"; then
     rm -f "$STACK_ENV"
   fi
+  rm -f "$LOCAL_DIR/.kcat-install-failed"
   if [[ -d $LOCAL_DIR/worker ]]; then
     say "note: worker state in $(show_path "$LOCAL_DIR/worker") was kept; delete it too if it belonged to the wiped broker"
   fi

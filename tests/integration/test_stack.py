@@ -29,7 +29,9 @@ from kafka.errors import KafkaTimeoutError
 from streams.config import Settings
 from tests.integration.conftest import REPO_ROOT, CreateTopics, settings_env, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+# func_only: the time limit covers the test, not the session fixture that may first have to
+# install and start the stack on a fresh machine (that start has its own limit).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120, func_only=True)]
 
 ROUND_TRIP_RECORDS = 20
 
@@ -213,7 +215,7 @@ def _worker_log(tmp_path: Path) -> str:
     return "\n".join(lines[-40:])
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 def test_faust_agent_table_changelog_and_redis(
     isolated_settings: Settings,
     create_topics: CreateTopics,
