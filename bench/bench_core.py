@@ -86,14 +86,19 @@ def main() -> None:
     assert isinstance(engine.store, DictStore)
     sizes = sorted(len(s.to_bytes()) for s in engine.store.states.values())
     p99 = sizes[min(len(sizes) - 1, int(len(sizes) * 0.99))]
-    print(f"log: {len(log):,} events ({purchases:,} purchases/refunds), "
-          f"{len(sizes):,} customers with state")
-    print(f"apply + evaluate: {len(log) / apply_s:,.0f} events/s "
-          f"({apply_s:.2f} s, one core); outputs {outputs:,}")
+    print(
+        f"log: {len(log):,} events ({purchases:,} purchases/refunds), "
+        f"{len(sizes):,} customers with state"
+    )
+    print(
+        f"apply + evaluate: {len(log) / apply_s:,.0f} events/s "
+        f"({apply_s:.2f} s, one core); outputs {outputs:,}"
+    )
     print(f"purchases only:   {purchases / apply_s:,.0f} purchases/s of wall time")
     print(f"final 30-day tick: {tick_s:.2f} s (time-driven evaluations of due customers)")
-    print(f"state bytes per customer: mean {statistics.fmean(sizes):.0f}, p99 {p99}, "
-          f"max {sizes[-1]}")
+    print(
+        f"state bytes per customer: mean {statistics.fmean(sizes):.0f}, p99 {p99}, max {sizes[-1]}"
+    )
 
 
 if __name__ == "__main__":

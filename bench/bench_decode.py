@@ -10,6 +10,8 @@ both with a share of invalid messages, and invalid messages alone (the dead-lett
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import random
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pydantic
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -123,7 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    print(f"decode throughput, n={args.n}, best of {args.repeat}, one thread")
+    print(
+        f"decode throughput, n={args.n}, best of {args.repeat}, one thread "
+        f"(python {platform.python_version()}, pydantic {pydantic.VERSION}, "
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})"
+    )
     for kind in ("purchase", "interaction", "mix", "invalid"):
         messages = workload(kind, args.n, args.invalid_share, args.seed)
         run(messages[: min(1_000, len(messages))])  # warm-up

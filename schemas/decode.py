@@ -243,10 +243,11 @@ def _interaction_breach(event: Interaction, now: datetime, limits: Limits) -> _B
         breach = _lookalike_breach(event.__pydantic_extra__, "interaction")
     if breach is not None or not event.properties:
         return breach
-    problem = _json_problem(event.properties, 1, "properties")
+    problem = _json_problem(event.properties, 1)
     if problem is not None:
-        field, message = problem
-        return _Breach(DeadLetterReason.INVALID_EVENT, message, field, "properties")
+        field = problem.field()
+        reason = f"{field}: {problem.message}"
+        return _Breach(DeadLetterReason.INVALID_EVENT, reason, field, "properties")
     size = len(orjson.dumps(event.properties))
     if size > limits.max_properties_bytes:
         return _Breach(
@@ -321,27 +322,43 @@ _I64_MIN: Final = -(2**63)
 _U64_MAX: Final = 2**64 - 1
 
 
-def _json_problem(value: Any, depth: int, path: str) -> tuple[str, str] | None:
-    """The first property value that JSON consumers could not rely on, if any."""
-    kind = type(value)
-    if kind is float:
-        if not math.isfinite(value):
-            return path, f"{path}: NaN and Infinity are not JSON numbers; send null or a string"
-    elif kind is int:
-        if not _I64_MIN <= value <= _U64_MAX:
-            return path, f"{path}: integer outside the 64-bit range; send it as a string"
-    elif kind is dict or kind is list:
-        if depth > MAX_PROPERTIES_DEPTH:
-            return path, (
-                f"{path}: nested deeper than {MAX_PROPERTIES_DEPTH} levels of objects/arrays "
-                "(counting properties itself); flatten it"
+def _json_problem(container: dict[str, Any] | list[Any], depth: int) -> _JsonProblem | None:
+    """The first value in a properties container that JSON consumers could not rely on.
+
+    Scalars are checked inline and the path is only built on failure: this runs for every
+    interaction that carries properties.
+    """
+    items = container.items() if type(container) is dict else enumerate(container)
+    for key, item in items:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return _JsonProblem([key], "NaN and Infinity are not JSON numbers; send null")
+        elif kind is int:
+            if not _I64_MIN <= item <= _U64_MAX:
+                return _JsonProblem([key], "integer outside the 64-bit range; send a string")
+        elif depth >= MAX_PROPERTIES_DEPTH:
+            return _JsonProblem(
+                [key],
+                f"nested deeper than {MAX_PROPERTIES_DEPTH} levels of objects/arrays "
+                "(counting properties itself); flatten it",
             )
-        items = value.items() if kind is dict else enumerate(value)
-        for key, item in items:
-            problem = _json_problem(item, depth + 1, f"{path}.{key}")
+        else:
+            problem = _json_problem(item, depth + 1)
             if problem is not None:
+                problem.path.append(key)
                 return problem
     return None
+
+
+class _JsonProblem(NamedTuple):
+    path: list[str | int]  # innermost key first
+    message: str
+
+    def field(self) -> str:
+        return ".".join(["properties", *(str(key) for key in reversed(self.path))])
 
 
 # --- the rejection path: only runs for bad events -----------------------------------------
