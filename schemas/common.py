@@ -67,7 +67,10 @@ Money = Annotated[
 """A non-negative amount: a JSON number or a numeric string, at most 4 decimal places.
 
 Decimal, never float: the core counts integer cents and float input would make sums depend on
-rounding. NaN and Infinity are refused.
+rounding. NaN and Infinity are refused, and so are float artefacts such as
+0.30000000000000004 (too many decimal places). JSON numbers are read as IEEE-754 doubles,
+which is exact for every amount the contract allows (at most 15 significant digits); send a
+string to have longer numbers checked digit by digit.
 """
 
 SignedMoney = Annotated[

@@ -493,6 +493,11 @@ def _message(detail: ErrorDetails) -> str:
         return PATTERN_HELP.get(pattern, detail["msg"])
     if kind == "model_type" and not loc:
         return f"must be a JSON object, got {_JSON_TYPES.get(type(detail['input']), 'a value')}"
+    if kind == "decimal_max_places":
+        return (
+            "must have at most 4 decimal places (float artefacts like 0.30000000000000004 "
+            "count: round before sending, or send the amount as a string)"
+        )
     if kind == "greater_than_equal" and loc and loc[-1] in _MONEY_FIELDS:
         return 'must be >= 0 (refunds are type "refund" with a positive amount)'
     if kind in ("greater_than_equal", "less_than_equal", "int_type") and loc == ("schema_version",):

@@ -72,8 +72,8 @@ class _InputEvent(BaseModel):
         "maximum is dead-lettered as unsupported_schema_version.",
     )
     event_id: Identifier = Field(
-        description="Unique per event and stable across retries: the idempotency key. "
-        "Re-sending the same event_id never counts twice.",
+        description="Unique per event and stable across retries: the idempotency key by "
+        "which duplicates are recognised.",
     )
     customer_id: Identifier = Field(description="The customer; also the Kafka message key.")
     occurred_at: EventTime = Field(

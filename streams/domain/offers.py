@@ -24,9 +24,37 @@ from typing import Literal
 
 from streams.domain.events import OutputEvent, SegmentChanged
 from streams.domain.facts import MS_PER_DAY
-from streams.domain.rules import SEVERITIES, OfferRule, OfferRules
+from streams.domain.rules import SEVERITIES, OfferRule, OfferRules, Severity
 
 Decision = Literal["offer", "no_offer", "holdout", "capped", "cooldown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What the policy needs to know about a segment change or churn alert."""
+
+    id: str
+    customer_id: str
+    at_ms: int
+    kind: Literal["entered", "drifting"]
+    quadrant: str | None
+    severity: Severity | None = None
+
+    @classmethod
+    def from_event(cls, event: OutputEvent) -> Trigger | None:
+        """The trigger a core output amounts to (None: an RFM-segment change, not a trigger)."""
+        if isinstance(event, SegmentChanged):
+            if event.dimension != "quadrant":
+                return None
+            return cls(event.id, event.customer_id, event.at_ms, "entered", event.to_value)
+        return cls(
+            event.id,
+            event.customer_id,
+            event.at_ms,
+            "drifting",
+            event.profile.quadrant,
+            event.severity,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,37 +92,24 @@ def in_holdout(customer_id: str, rules: OfferRules) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < round(rules.holdout_percent * 100)
 
 
-def matching_rule(trigger: OutputEvent, rules: OfferRules) -> OfferRule | None:
+def matching_rule(trigger: Trigger, rules: OfferRules) -> OfferRule | None:
     """The rule a trigger falls under, or None when the policy has nothing to say."""
-    if isinstance(trigger, SegmentChanged):
-        if trigger.dimension != "quadrant":
-            return None
-        return next(
-            (r for r in rules.rules if r.trigger == "entered" and r.quadrant == trigger.to_value),
-            None,
-        )
-    quadrant = trigger.profile.quadrant
-    rank = SEVERITIES.index(trigger.severity)
-    candidates = [
-        r
-        for r in rules.rules
-        if r.trigger == "drifting"
-        and r.quadrant == quadrant
-        and SEVERITIES.index(r.min_severity) <= rank
-    ]
+    same = [r for r in rules.rules if r.trigger == trigger.kind and r.quadrant == trigger.quadrant]
+    if trigger.kind == "entered":
+        return same[0] if same else None
+    rank = SEVERITIES.index(trigger.severity or "watch")
+    reached = [r for r in same if SEVERITIES.index(r.min_severity) <= rank]
     # the most specific rule: the highest severity floor the alert reaches
-    return max(candidates, key=lambda r: SEVERITIES.index(r.min_severity), default=None)
+    return max(reached, key=lambda r: SEVERITIES.index(r.min_severity), default=None)
 
 
-def decide(trigger: OutputEvent, history: OfferHistory, rules: OfferRules) -> OfferDecision | None:
+def decide(trigger: Trigger, history: OfferHistory, rules: OfferRules) -> OfferDecision | None:
     """Apply the policy to one trigger; None when no rule covers it (nothing to record)."""
     rule = matching_rule(trigger, rules)
     if rule is None:
         return None
     at = trigger.at_ms
-    quadrant = (
-        trigger.to_value if isinstance(trigger, SegmentChanged) else trigger.profile.quadrant
-    ) or "unclassified"
+    quadrant = trigger.quadrant or "unclassified"
 
     def made(decision: Decision, reason: str) -> OfferDecision:
         offer = decision == "offer"

@@ -9,10 +9,20 @@ from hypothesis import strategies as st
 
 from streams.domain.events import ChurnRiskRaised, Profile, SegmentChanged
 from streams.domain.facts import MS_PER_DAY
-from streams.domain.offers import OfferHistory, decide, in_holdout
+from streams.domain.offers import OfferDecision, OfferHistory, Trigger, in_holdout
+from streams.domain.offers import decide as decide_on
 from streams.domain.rules import OfferRules, load_rules
 
 T = 1_700_000_000_000
+
+
+def decide(
+    event: ChurnRiskRaised | SegmentChanged, history: OfferHistory, rules: OfferRules
+) -> OfferDecision | None:
+    trigger = Trigger.from_event(event)
+    return None if trigger is None else decide_on(trigger, history, rules)
+
+
 RULES = load_rules().offers
 NO_HOLDOUT = RULES.model_copy(update={"holdout_percent": 0})
 

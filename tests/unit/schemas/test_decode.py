@@ -369,3 +369,9 @@ def test_lookalike_of_a_required_field_is_harmless() -> None:
     result = decode_interaction(interaction(kind="mobile"), ISOURCE, now=NOW)
     assert isinstance(result, Interaction)
     assert result.model_extra == {"kind": "mobile"}
+
+
+def test_float_artefacts_are_refused() -> None:
+    letter = rejected(purchase(amount=0.1 + 0.2))
+    assert letter.reason_code is R.INVALID_EVENT
+    assert "amount: must have at most 4 decimal places" in letter.reason

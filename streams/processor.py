@@ -1,0 +1,350 @@
+"""Kafka records in, Kafka records out: decode, apply to the core, encode. No Faust here.
+
+The Faust agents, the replay reference used by the tests, and the plain-consumer benchmark all
+call :class:`Processor`, so the three can only differ in transport. Per input partition it
+keeps one :class:`PartitionEngine` over a :class:`PartitionStore` (the Faust table in the
+worker, a dict elsewhere).
+
+Every failure path ends in a record, never in an exception out of :meth:`Processor.process`:
+
+* bytes that do not decode or validate → a dead letter with the decoder's reason;
+* a purchase in another currency than the reporting one → a dead letter saying so;
+* an event older than closed event time → a dead letter ``late_event``;
+* an exception inside the core (a bug) → a dead letter ``processing_error`` with the model
+  version, an error log with the traceback, and the customer's cached state discarded so it is
+  read back as last written (the core mutates states in place for speed);
+* a redelivered or repeated event → counted, nothing published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import orjson
+
+from schemas import (
+    DEFAULT_LIMITS,
+    DeadLetter,
+    DeadLetterReason,
+    Interaction,
+    Limits,
+    Purchase,
+    SourceRef,
+    dead_letter,
+    decode_interaction,
+    decode_purchase,
+    to_json_bytes,
+)
+from streams.config import Settings
+from streams.convert import churn_alert, interaction_fact, purchase_fact, segment_change
+from streams.domain.engine import PartitionEngine
+from streams.domain.events import (
+    ChurnRiskRaised,
+    DomainEvent,
+    DuplicateEvent,
+    LateEvent,
+    SegmentChanged,
+)
+from streams.domain.facts import SourcePosition
+from streams.domain.model import Model
+from streams.domain.rules import Rules
+from streams.domain.state import CustomerState
+
+log = logging.getLogger(__name__)
+
+TICK_HEADER = "rfm-tick"
+PURCHASES, INTERACTIONS = "purchases", "interactions"
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """One consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce. ``partition`` None lets the producer partition by key."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass
+class Counters:
+    """What went through, for logs, metrics and the demo's summary."""
+
+    consumed: int = 0
+    purchases: int = 0
+    interactions: int = 0
+    ticks: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    segment_changes: int = 0
+    churn_alerts: int = 0
+
+    def dead(self, code: str) -> None:
+        self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
+
+
+class PartitionStore(Protocol):
+    """Customer states and the partition clock for one input partition."""
+
+    def get(self, customer_id: str) -> CustomerState | None: ...
+
+    def put(self, state: CustomerState) -> None: ...
+
+    def states(self) -> Iterable[CustomerState]: ...
+
+    def clock(self) -> tuple[int | None, int | None]: ...
+
+    def put_clock(self, purchases_ms: int | None, interactions_ms: int | None) -> None: ...
+
+    def discard(self, customer_id: str) -> None:
+        """Forget any cached, possibly half-updated copy of this customer's state."""
+
+
+class MemoryPartitionStore:
+    """A dict-backed :class:`PartitionStore` (replay references, benchmarks, tests)."""
+
+    def __init__(self) -> None:
+        self.by_customer: dict[str, CustomerState] = {}
+        self._clock: tuple[int | None, int | None] = (None, None)
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        return self.by_customer.get(customer_id)
+
+    def put(self, state: CustomerState) -> None:
+        self.by_customer[state.customer_id] = state
+
+    def states(self) -> Iterable[CustomerState]:
+        return self.by_customer.values()
+
+    def clock(self) -> tuple[int | None, int | None]:
+        return self._clock
+
+    def put_clock(self, purchases_ms: int | None, interactions_ms: int | None) -> None:
+        self._clock = (purchases_ms, interactions_ms)
+
+    def discard(self, customer_id: str) -> None:
+        """Nothing to re-read: here the dict is the only copy."""
+
+
+def tick_record(topic: str, partition: int, at_ms: int) -> OutRecord:
+    """A control record that moves one purchase partition's clock (live clock, end of replay)."""
+    return OutRecord(topic, b"__tick__", orjson.dumps({"at_ms": at_ms}), partition)
+
+
+class Processor:
+    """Turns input records into output records, one engine per input partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules,
+        model: Model,
+        store_for: Callable[[int], PartitionStore],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.model = model
+        self.topics = settings.topics
+        self._store_for = store_for
+        self._limits = limits
+        self._wall_clock = wall_clock
+        self._engines: dict[int, PartitionEngine] = {}
+        self._stores: dict[int, PartitionStore] = {}
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ partitions
+    def engine(self, partition: int) -> PartitionEngine:
+        engine = self._engines.get(partition)
+        if engine is None:
+            store = self._store_for(partition)
+            purchases_ms, interactions_ms = store.clock()
+            engine = PartitionEngine(
+                self.rules,
+                self.model,
+                store,
+                clock_ms=purchases_ms,
+                touch_clock_ms=interactions_ms,
+            )
+            if engine.model.version != self.model.version:
+                engine.set_model(self.model, store.states())
+            else:
+                engine.rebuild(store.states())
+            self._engines[partition] = engine
+            self._stores[partition] = store
+        return engine
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop engines of revoked partitions; they are rebuilt from the table if re-assigned."""
+        for p in partitions:
+            self._engines.pop(p, None)
+            self._stores.pop(p, None)
+
+    def set_model(self, model: Model) -> None:
+        """Adopt a newly published model on every partition this processor holds."""
+        if model.version == self.model.version:
+            return
+        log.info("adopting model %s (was %s)", model.version, self.model.version)
+        self.model = model
+        for p, engine in self._engines.items():
+            engine.set_model(model, self._stores[p].states())
+
+    # ------------------------------------------------------------------ records
+    def process(self, record: InRecord) -> list[OutRecord]:
+        """Never raises for bad input: every failure becomes a dead letter (see module doc)."""
+        self.counters.consumed += 1
+        source = SourceRef(record.topic, record.partition, record.offset, record.key)
+        raw = record.value if record.value is not None else b""
+        if record.topic == self.topics.purchases:
+            if any(k == TICK_HEADER for k, _ in record.headers):
+                return self._tick(record, raw)
+            decoded_p = decode_purchase(raw, source, now=self._wall_clock(), limits=self._limits)
+            if isinstance(decoded_p, DeadLetter):
+                return [self._dead(decoded_p)]
+            if decoded_p.currency != self.settings.currency:
+                return [
+                    self._dead(
+                        dead_letter(
+                            source,
+                            raw,
+                            DeadLetterReason.INVALID_EVENT,
+                            f"currency {decoded_p.currency} is not the reporting currency "
+                            f"{self.settings.currency}: convert amounts upstream, or run with "
+                            f"RFM_CURRENCY={decoded_p.currency}",
+                            event=decoded_p,
+                        )
+                    )
+                ]
+            self.counters.purchases += 1
+            return self._apply(record, raw, source, decoded_p)
+        if record.topic == self.topics.interactions:
+            decoded_i = decode_interaction(
+                raw, source, now=self._wall_clock(), limits=self._limits
+            )
+            if isinstance(decoded_i, DeadLetter):
+                return [self._dead(decoded_i)]
+            self.counters.interactions += 1
+            return self._apply(record, raw, source, decoded_i)
+        log.warning("record from unexpected topic %s ignored", record.topic)
+        return []
+
+    def _tick(self, record: InRecord, raw: bytes) -> list[OutRecord]:
+        try:
+            at_ms = int(orjson.loads(raw)["at_ms"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            source = SourceRef(record.topic, record.partition, record.offset, record.key)
+            return [
+                self._dead(
+                    dead_letter(
+                        source,
+                        raw,
+                        DeadLetterReason.INVALID_EVENT,
+                        f'a record with the {TICK_HEADER} header must be {{"at_ms": <epoch ms>}}',
+                    )
+                )
+            ]
+        self.counters.ticks += 1
+        engine = self.engine(record.partition)
+        out = self._publish(engine.tick(at_ms), record, raw)
+        self._save_clock(record.partition, engine)
+        return out
+
+    def _apply(
+        self, record: InRecord, raw: bytes, source: SourceRef, event: Purchase | Interaction
+    ) -> list[OutRecord]:
+        engine = self.engine(record.partition)
+        try:
+            if isinstance(event, Purchase):
+                position = SourcePosition(PURCHASES, record.partition, record.offset)
+                events = engine.on_purchase(purchase_fact(event), position)
+            else:
+                position = SourcePosition(INTERACTIONS, record.partition, record.offset)
+                events = engine.on_interaction(interaction_fact(event), position)
+        except Exception as exc:  # the core failed: dead-letter the event, keep the stream
+            log.exception("processing failed for %s", source)
+            self._stores[record.partition].discard(event.customer_id)
+            return [
+                self._dead(
+                    dead_letter(
+                        source,
+                        raw,
+                        DeadLetterReason.PROCESSING_ERROR,
+                        f"{type(exc).__name__}: {exc}",
+                        event=event,
+                        model_version=self.model.version,
+                    )
+                )
+            ]
+        out = self._publish(events, record, raw)
+        self._save_clock(record.partition, engine)
+        return out
+
+    def _save_clock(self, partition: int, engine: PartitionEngine) -> None:
+        store = self._stores[partition]
+        now = (engine.clock_ms, engine.touch_clock_ms)
+        if store.clock() != now:
+            store.put_clock(*now)
+
+    def _publish(self, events: list[DomainEvent], record: InRecord, raw: bytes) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        for e in events:
+            if isinstance(e, SegmentChanged):
+                self.counters.segment_changes += 1
+                out.append(
+                    OutRecord(
+                        self.topics.segment_changes,
+                        e.customer_id.encode(),
+                        to_json_bytes(segment_change(e, self.rules)),
+                    )
+                )
+            elif isinstance(e, ChurnRiskRaised):
+                self.counters.churn_alerts += 1
+                out.append(
+                    OutRecord(
+                        self.topics.churn_alerts,
+                        e.customer_id.encode(),
+                        to_json_bytes(churn_alert(e, self.rules)),
+                    )
+                )
+            elif isinstance(e, LateEvent):
+                source = SourceRef(record.topic, record.partition, record.offset, record.key)
+                late_by = (e.closed_ms - e.fact.at_ms) / 1000
+                out.append(
+                    self._dead(
+                        dead_letter(
+                            source,
+                            raw,
+                            DeadLetterReason.LATE_EVENT,
+                            f"event time is {late_by:.3f} s before this partition's closed "
+                            f"event time (watermark minus the allowed lateness of "
+                            f"{self.rules.allowed_lateness_seconds:g} s); it was not applied. "
+                            f"Replay it in order, or raise allowed_lateness_seconds.",
+                        )
+                    )
+                )
+            elif isinstance(e, DuplicateEvent):
+                self.counters.duplicates += 1
+        return out
+
+    def _dead(self, letter: DeadLetter) -> OutRecord:
+        self.counters.dead(str(letter.reason_code))
+        key = (letter.customer_id or f"{letter.source_topic}:{letter.source_partition}").encode()
+        return OutRecord(self.topics.dead_letters, key, to_json_bytes(letter))
