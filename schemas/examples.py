@@ -59,15 +59,15 @@ _PROFILE: Final[JsonObject] = {
     "repeat_days": 13,
     "monetary_window_cents": 148_530,
     "frequency_window": 6,
-    "window_days": 365,
+    "window_days": 91,
     "mean_order_value_cents": 24_755,
     "avg_days_between_purchases": 42.6,
     "expected_next_purchase_at": "2024-06-26T06:00:00Z",
     "p_alive": 0.41,
     "churn_risk_band": "medium",
     "days_since_last_purchase": 71.3,
-    "engagement_30d": 2,
-    "last_interaction_at": "2024-06-02T07:41:55Z",
+    "engagement": None,
+    "last_interaction_at": None,
     "tenure_days": 650.2,
 }
 

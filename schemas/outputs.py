@@ -63,8 +63,15 @@ class ProfileSnapshot(_Wire):
         None, description="Risk of no purchase in the next 90 days: <33%, 33-66%, >66%."
     )
     days_since_last_purchase: NonNegativeFloat | None = None
-    engagement_30d: NonNegativeInt = Field(description="Interactions in the last 30 days.")
-    last_interaction_at: UtcTime | None = None
+    engagement: NonNegativeInt | None = Field(
+        None,
+        description=(
+            "Interactions in the engagement window (rules: windows.engagement_days). Null in "
+            "output events: interactions arrive on their own topic and their interleaving "
+            "with purchases is not reproducible, while outputs are. Profiles show it."
+        ),
+    )
+    last_interaction_at: UtcTime | None = Field(None, description="Null in output events too.")
     tenure_days: NonNegativeFloat | None = None
 
 

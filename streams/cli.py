@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from streams.config import Settings, load_settings
+from streams.domain.rules import Rules
 
 app = typer.Typer(
     name="rfm-stream",
@@ -58,8 +62,184 @@ def health() -> None:
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
+RulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", help="A rules file like streams/domain/rules.toml (default: it)."),
+]
+
+
+def rules_or_exit(path: Path | None) -> Rules:
+    """The rule book, or the validation errors with their field names and exit 2."""
+    from streams.domain.rules import load_rules
+
+    try:
+        return load_rules(path)
+    except FileNotFoundError as exc:
+        console.print(f"[red]rules file not found:[/red] {path}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    except ValidationError as exc:
+        console.print(f"[red]invalid rules file {path}:[/red]\n{exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def require_services(settings: Settings, *, redis: bool = False) -> None:
+    """Exit 69 with a message saying how to start what is missing."""
+    from streams.health import check_kafka, check_redis
+
+    checks = [check_kafka(settings)] + ([check_redis(settings)] if redis else [])
+    failed = [c for c in checks if not c.ok]
+    for check in failed:
+        console.print(f"[red]{check.message()}[/red]")
+    if failed:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@app.command()
+def worker(rules: RulesOption = None) -> None:
+    """Run a stream worker: consume purchases and interactions, keep customer state, publish
+    segment changes, churn alerts and dead letters. Run more workers (same RFM_APP_ID) to scale
+    out; partitions are shared among them. Stops cleanly on Ctrl-C / SIGTERM."""
+    from faust.worker import Worker
+
+    from streams.app import build
+    from streams.model_watch import load_current_model
+    from streams.topics import ensure_topics
+
+    settings = settings_or_exit()
+    rule_book = rules_or_exit(rules)
+    require_services(settings)
+    ensure_topics(settings)
+    model = load_current_model(settings)
+    topology = build(settings, rule_book, model)
+    console.print(
+        f"worker {settings.app_id}: model {topology.processor.model.version}, "
+        f"topics {settings.topic_prefix}*, store {settings.store}, "
+        f"live clock {'on' if settings.live_clock else 'off'}"
+    )
+    Worker(topology.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def replay(
+    log_file: Annotated[Path, typer.Argument(help="JSON lines, or a CDNOW .txt log.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="jsonl or cdnow (default: by extension).")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Event-time speed-up (e.g. 86400 = a day per second); 0 = max.")
+    ] = 0.0,
+    end_at: Annotated[
+        str | None,
+        typer.Option(help="Tick every partition's clock to this ISO time at the end."),
+    ] = None,
+    rules: RulesOption = None,
+) -> None:
+    """Produce a recorded event log into the input topics in event-time order, then tick every
+    purchase partition's clock to the end of the log (or --end-at) so all pending work is
+    evaluated. The same log with the same model always gives the same outputs."""
+    from rich.progress import Progress
+
+    from streams.replay import detect_format, plan, produce, read_lines
+    from streams.topics import ensure_topics
+
+    settings = settings_or_exit()
+    rule_book = rules_or_exit(rules)
+    if not log_file.is_file():
+        console.print(f"[red]no such log file:[/red] {log_file}")
+        raise typer.Exit(EXIT_USAGE)
+    chosen = fmt or detect_format(log_file)
+    if chosen not in ("jsonl", "cdnow"):
+        console.print(f"[red]unknown --format {chosen}[/red]: use jsonl or cdnow")
+        raise typer.Exit(EXIT_USAGE)
+    end_ms = _parse_time_ms(end_at) if end_at else None
+    planned = plan(
+        read_lines(log_file),
+        settings,
+        chosen,  # type: ignore[arg-type]
+        end_tick_ms=end_ms,
+        lateness_ms=rule_book.allowed_lateness_ms,
+    )
+    require_services(settings)
+    ensure_topics(settings)
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task(f"replaying {log_file.name}", total=len(planned))
+        produced = produce(
+            planned, settings, speed=speed, progress=lambda n: progress.advance(task, n)
+        )
+    console.print(
+        f"produced {produced:,} records into {settings.topic_prefix}purchases/interactions"
+    )
+
+
+@app.command()
+def tick(
+    at: Annotated[str, typer.Argument(help="ISO time, e.g. 2026-01-31T00:00:00Z")],
+) -> None:
+    """Move every purchase partition's clock to AT (replay mode: time alone moves customers)."""
+    from streams.processor import TICK_HEADER, tick_record
+    from streams.replay import Planned, produce
+
+    settings = settings_or_exit()
+    require_services(settings)
+    at_ms = _parse_time_ms(at)
+    planned = []
+    for p in range(settings.partitions):
+        t = tick_record(settings.topics.purchases, p, at_ms)
+        planned.append(Planned(t.topic, p, t.key, t.value, at_ms, ((TICK_HEADER, b"1"),)))
+    produce(planned, settings)
+    console.print(f"ticked {settings.partitions} partitions to {at}")
+
+
+@app.command()
+def calibrate(
+    at: Annotated[
+        str | None, typer.Option(help="Evaluation time (ISO); default: the newest clock.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the model, do not publish it.")] = False,
+    rules: RulesOption = None,
+) -> None:
+    """Fit a new model (quintile cut points, split points, BG/NBD parameters) from every
+    customer's state in the changelog — all partitions, not one worker's — and publish it on
+    the model topic. Workers adopt it without a restart."""
+    from streams.calibration import read_states
+    from streams.domain.model import calibrate as fit
+    from streams.model_watch import load_current_model, publish_model
+
+    settings = settings_or_exit()
+    rule_book = rules_or_exit(rules)
+    require_services(settings)
+    states, newest_clock = read_states(settings)
+    if not states:
+        console.print("[red]no customer state found[/red]: run a worker and replay events first")
+        raise typer.Exit(EXIT_FAILED)
+    at_ms = _parse_time_ms(at) if at else newest_clock
+    if at_ms is None:
+        console.print("[red]no clock in the changelog yet[/red]: pass --at")
+        raise typer.Exit(EXIT_USAGE)
+    model = fit(states, at_ms, rule_book, previous=load_current_model(settings))
+    console.print_json(model.to_json().decode())
+    if not dry_run:
+        publish_model(settings, model)
+        console.print(f"published model {model.version} ({model.population:,} customers)")
+
+
+def _parse_time_ms(text: str) -> int:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        console.print(f"[red]not an ISO time:[/red] {text} (e.g. 2026-01-31T00:00:00Z)")
+        raise typer.Exit(EXIT_USAGE) from exc
+    if when.tzinfo is None:
+        console.print(f"[red]time needs a timezone:[/red] {text} (add Z or +00:00)")
+        raise typer.Exit(EXIT_USAGE)
+    return int(when.timestamp() * 1000)
+
+
 def main() -> None:
     """Console-script entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sys.exit(app())
 
 

@@ -69,9 +69,9 @@ def snapshot(profile: Profile, rules: Rules) -> ProfileSnapshot:
         avg_days_between_purchases=profile.avg_days_between_purchases,
         expected_next_purchase_at=utc(profile.expected_next_purchase_ms),
         p_alive=profile.p_alive,
-        churn_risk_band=profile.churn_risk_band,  # type: ignore[arg-type]
+        churn_risk_band=profile.churn_risk_band,
         days_since_last_purchase=profile.days_since_last_purchase,
-        engagement_30d=profile.engagement,
+        engagement=profile.engagement,
         last_interaction_at=utc(profile.last_interaction_ms),
         tenure_days=profile.tenure_days,
     )
@@ -134,9 +134,7 @@ def trigger_of(event: SegmentChange | ChurnAlert) -> Trigger | None:
     return Trigger(event.id, event.customer_id, at, "drifting", event.quadrant, event.severity)
 
 
-def retention_offer(
-    decision: OfferDecision, trigger: SegmentChange | ChurnAlert
-) -> RetentionOffer:
+def retention_offer(decision: OfferDecision, trigger: SegmentChange | ChurnAlert) -> RetentionOffer:
     return RetentionOffer(
         id=decision.id,
         customer_id=decision.customer_id,

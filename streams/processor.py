@@ -236,9 +236,7 @@ class Processor:
             self.counters.purchases += 1
             return self._apply(record, raw, source, decoded_p)
         if record.topic == self.topics.interactions:
-            decoded_i = decode_interaction(
-                raw, source, now=self._wall_clock(), limits=self._limits
-            )
+            decoded_i = decode_interaction(raw, source, now=self._wall_clock(), limits=self._limits)
             if isinstance(decoded_i, DeadLetter):
                 return [self._dead(decoded_i)]
             self.counters.interactions += 1
@@ -278,6 +276,7 @@ class Processor:
             else:
                 position = SourcePosition(INTERACTIONS, record.partition, record.offset)
                 events = engine.on_interaction(interaction_fact(event), position)
+            out = self._publish(events, record, raw)
         except Exception as exc:  # the core failed: dead-letter the event, keep the stream
             log.exception("processing failed for %s", source)
             self._stores[record.partition].discard(event.customer_id)
@@ -293,7 +292,6 @@ class Processor:
                     )
                 )
             ]
-        out = self._publish(events, record, raw)
         self._save_clock(record.partition, engine)
         return out
 
@@ -343,6 +341,27 @@ class Processor:
             elif isinstance(e, DuplicateEvent):
                 self.counters.duplicates += 1
         return out
+
+    def internal_error(self, message: object, exc: Exception) -> OutRecord:
+        """A dead letter for a record the glue itself failed on (a bug: logged with traceback)."""
+        topic = str(getattr(message, "topic", "?"))
+        source = SourceRef(
+            topic,
+            int(getattr(message, "partition", -1)),
+            int(getattr(message, "offset", -1)),
+            getattr(message, "key", None),
+        )
+        value = getattr(message, "value", None)
+        raw = value if isinstance(value, bytes) else b""
+        return self._dead(
+            dead_letter(
+                source,
+                raw,
+                DeadLetterReason.INTERNAL_ERROR,
+                f"{type(exc).__name__}: {exc}; the event was not applied, please report it",
+                model_version=self.model.version,
+            )
+        )
 
     def _dead(self, letter: DeadLetter) -> OutRecord:
         self.counters.dead(str(letter.reason_code))

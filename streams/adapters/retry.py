@@ -104,7 +104,7 @@ async def with_backoff(
             attempt += 1
             delay = delay_for(attempt)
             log.warning(
-                "%s: Redis unavailable at %s (%s); retrying in %.1f s — %s",
+                "%s: Redis unavailable at %s (%s); retrying in %.2g s — %s",
                 what,
                 location,
                 _describe(error),

@@ -176,7 +176,7 @@ profiles = st.builds(
     p_alive=st.none() | probabilities,
     churn_risk_band=st.none() | st.sampled_from(["low", "medium", "high"]),
     days_since_last_purchase=st.none() | non_negative,
-    engagement_30d=st.integers(0, 10**6),
+    engagement=st.none() | st.integers(0, 10**6),
     last_interaction_at=st.none() | times,
     tenure_days=st.none() | non_negative,
 )

@@ -124,5 +124,4 @@ def test_mutations_of_valid_events(raw: bytes) -> None:
 def test_mutations_are_deterministic(raw: bytes) -> None:
     first = decode_purchase(raw, SOURCE, now=NOW)
     second = decode_purchase(raw, SOURCE, now=NOW)
-    assert first == second
-    assert to_json_bytes(first) == to_json_bytes(second)
+    assert to_json_bytes(first) == to_json_bytes(second)  # not ==: unknown fields may hold NaN

@@ -1,0 +1,355 @@
+"""Customer views in Redis: what marketing tools and the HTTP API read.
+
+Every key starts with ``Settings.redis_prefix`` (``P`` below, e.g. ``rfm:``).
+
+``P profile:<customer_id>`` — hash, the customer's current profile
+    Flat string fields (Redis hashes are flat); an unknown value is the empty string, so every
+    profile has the same fields. Times are ISO-8601 UTC with milliseconds
+    (``2024-06-26T06:00:00.000Z``); numbers are decimal text; booleans are ``1`` / ``0``.
+    Values that depend on "now" (days since the last purchase, …) are as of ``updated_at``.
+
+    ============================  ======================================================
+    customer_id                   the customer
+    at_ms                         event time of this profile, epoch ms (ordering guard)
+    updated_at                    the same time, ISO-8601
+    model_version                 scoring / churn model version
+    recency_score                 1-5, 5 best (``frequency_score``, ``monetary_score``)
+    rfm_segment                   RFM segment name
+    segment_since                 when the customer entered ``rfm_segment``
+    quadrant                      loyalty x profitability quadrant
+    quadrant_since                when the customer entered ``quadrant``
+    loyal, profitable             the two quadrant axes, 1 / 0
+    p_alive                       BG/NBD P(alive), 0..1
+    churn_risk                    P(no purchase within the drift horizon), 0..1
+    churn_risk_band               low / medium / high
+    drift_level                   0 none, 1 watch, 2 warning, 3 critical
+    drift_severity                none / watch / warning / critical
+    first_purchase_at             first purchase
+    last_purchase_at              last purchase
+    days_since_last_purchase      days, as of ``updated_at``
+    avg_days_between_purchases    the customer's mean gap between purchase days
+    gap_std_days                  spread of those gaps
+    expected_next_purchase_at     when the next purchase is due
+    tenure_days                   days since the first purchase
+    purchase_count                lifetime distinct orders
+    repeat_days                   distinct repeat purchase days (BG/NBD x)
+    frequency_window              orders in the scoring window
+    monetary_window_cents         spend in the scoring window, net of refunds
+    mean_order_value_cents        lifetime mean order value
+    long_frequency                orders in the long window
+    long_monetary_cents           spend in the long window
+    engagement                    recent interactions (empty when not tracked)
+    last_interaction_at           last interaction
+    ============================  ======================================================
+
+``P audience:rfm_segment:<name>``, ``P audience:quadrant:<name>`` — sets of customer ids
+    A customer is in exactly one set per dimension (none while unclassified).
+``P audiences`` — set of ``<dimension>:<name>``: every audience ever used, for counts.
+``P history:<customer_id>`` — list, newest first, of the customer's recent segment changes
+    and churn alerts (their JSON as published), capped (50 by default).
+``P history:ids:<customer_id>`` — sorted set of the ids in that list, for de-duplication.
+
+Writes are one Lua script per customer update, so the hash, the audience moves and the
+history change together (atomically) and counts never double-count. A batch is one pipeline
+(one round trip) but not one MULTI/EXEC: per-customer atomicity is all readers need, and a
+transaction would stall every reader for the whole batch (about 50 µs of server time per
+update).
+The script keeps the profile with the newest event time: an update older than the stored one
+changes nothing, and applying the same update again leaves the same contents, so a replayed
+or redelivered batch is harmless. With equal event times the later write wins. The script
+builds audience keys from the prefix, so it needs a single Redis (not Redis Cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, get_args
+
+import orjson
+from redis.asyncio import Redis
+
+from streams.domain.events import Dimension, Profile
+from streams.domain.rules import SEVERITIES
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
+DEFAULT_HISTORY_CAP: Final = 50
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    """One customer's new profile for the views, with what it moved from and what to log.
+
+    ``previous_*`` is what the stream believes the customer left (the stored profile is
+    consulted too); ``*_since_ms`` is when the customer entered the current segment /
+    quadrant; ``history`` holds ``(id, json)`` of segment changes and churn alerts to append.
+    """
+
+    profile: Profile
+    previous_segment: str | None = None
+    previous_quadrant: str | None = None
+    segment_since_ms: int | None = None
+    quadrant_since_ms: int | None = None
+    history: tuple[tuple[str, str | bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        # a bad entry would break every later read of the history, so refuse it here
+        for entry_id, entry in self.history:
+            if not entry_id:
+                raise ValueError("history entry ids must not be empty")
+            try:
+                parsed = orjson.loads(entry)
+            except orjson.JSONDecodeError as error:
+                raise ValueError(f"history entry {entry_id!r} is not valid JSON: {error}") from None
+            if not isinstance(parsed, dict):
+                raise ValueError(f"history entry {entry_id!r} is not a JSON object")
+
+
+class ViewKeys:
+    """Names of the view keys under a prefix: one place spells each name."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.audience_index = f"{prefix}audiences"
+
+    def profile(self, customer_id: str) -> str:
+        return f"{self.prefix}profile:{customer_id}"
+
+    def history(self, customer_id: str) -> str:
+        return f"{self.prefix}history:{customer_id}"
+
+    def history_ids(self, customer_id: str) -> str:
+        return f"{self.prefix}history:ids:{customer_id}"
+
+    def audience(self, dimension: str, name: str) -> str:
+        # the Lua script spells the same name: P .. 'audience:' .. dim .. ':' .. name
+        return f"{self.prefix}audience:{dimension}:{name}"
+
+
+def iso_ms(ms: int | None) -> str:
+    """Epoch milliseconds as ISO-8601 UTC (``…T06:00:00.000Z``); None as the empty string."""
+    if ms is None:
+        return ""
+    at = _EPOCH + timedelta(milliseconds=ms)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def drift_severity(level: int) -> str:
+    """The name of a drift level: 0 is "none", then watch / warning / critical."""
+    return "none" if level <= 0 else SEVERITIES[min(level, len(SEVERITIES)) - 1]
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def profile_fields(update: ProfileUpdate) -> dict[str, str]:
+    """The ``profile:<id>`` hash for an update: the view's contract (see module docstring)."""
+    p = update.profile
+    r, f, m = p.scores if p.scores is not None else (None, None, None)
+    fields: dict[str, object] = {
+        "customer_id": p.customer_id,
+        "at_ms": p.at_ms,
+        "updated_at": iso_ms(p.at_ms),
+        "model_version": p.model_version,
+        "recency_score": r,
+        "frequency_score": f,
+        "monetary_score": m,
+        "rfm_segment": p.rfm_segment,
+        "segment_since": iso_ms(update.segment_since_ms),
+        "quadrant": p.quadrant,
+        "quadrant_since": iso_ms(update.quadrant_since_ms),
+        "loyal": p.loyal,
+        "profitable": p.profitable,
+        "p_alive": p.p_alive,
+        "churn_risk": p.churn_risk,
+        "churn_risk_band": p.churn_risk_band,
+        "drift_level": p.drift_level,
+        "drift_severity": drift_severity(p.drift_level),
+        "first_purchase_at": iso_ms(p.first_purchase_ms),
+        "last_purchase_at": iso_ms(p.last_purchase_ms),
+        "days_since_last_purchase": p.days_since_last_purchase,
+        "avg_days_between_purchases": p.avg_days_between_purchases,
+        "gap_std_days": p.gap_std_days,
+        "expected_next_purchase_at": iso_ms(p.expected_next_purchase_ms),
+        "tenure_days": p.tenure_days,
+        "purchase_count": p.purchase_count,
+        "repeat_days": p.repeat_days,
+        "frequency_window": p.frequency_window,
+        "monetary_window_cents": p.monetary_window_cents,
+        "mean_order_value_cents": p.mean_order_value_cents,
+        "long_frequency": p.long_frequency,
+        "long_monetary_cents": p.long_monetary_cents,
+        "engagement": p.engagement,
+        "last_interaction_at": iso_ms(p.last_interaction_ms),
+    }
+    return {name: _text(value) for name, value in fields.items()}
+
+
+# KEYS: profile hash, history list, history ids, audience index.
+# ARGV: prefix, customer id, at_ms, history cap, new segment, new quadrant, previous segment,
+#       previous quadrant (''=none), the hash as a JSON array [field, value, ...], then
+#       (id, json) history pairs. One JSON argument instead of ~70 keeps client-side command
+#       packing (pure Python in redis-py) from dominating the cost of a batch.
+# Returns 1 when applied, 0 when the stored profile is newer (nothing changed).
+_APPLY_LUA: Final = """
+local prefix, cid = ARGV[1], ARGV[2]
+local at, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local stored = redis.call('HMGET', KEYS[1], 'at_ms', 'rfm_segment', 'quadrant')
+if stored[1] and tonumber(stored[1]) > at then
+  return 0
+end
+local dims = {'rfm_segment', 'quadrant'}
+for d = 1, 2 do
+  local new = ARGV[4 + d]
+  local olds = {stored[1 + d], ARGV[6 + d]}
+  for o = 1, 2 do
+    local old = olds[o]
+    if old and old ~= '' and old ~= new then
+      redis.call('SREM', prefix .. 'audience:' .. dims[d] .. ':' .. old, cid)
+    end
+  end
+  if new ~= '' then
+    redis.call('SADD', prefix .. 'audience:' .. dims[d] .. ':' .. new, cid)
+    redis.call('SADD', KEYS[4], dims[d] .. ':' .. new)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[9])))
+local pushed = 0
+for i = 10, #ARGV - 1, 2 do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
+    local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    local seq = 1
+    if top[2] then seq = tonumber(top[2]) + 1 end
+    redis.call('ZADD', KEYS[3], seq, ARGV[i])
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    pushed = pushed + 1
+  end
+end
+if pushed > 0 then
+  redis.call('LTRIM', KEYS[2], 0, cap - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(cap + 1))
+end
+return 1
+"""
+
+
+class ProfileViews:
+    """Profiles, audiences and recent history in Redis, written per batch, read by the API.
+
+    Works with clients built with or without ``decode_responses``.
+    """
+
+    def __init__(
+        self, client: Redis, prefix: str, *, history_cap: int = DEFAULT_HISTORY_CAP
+    ) -> None:
+        if history_cap < 1:
+            raise ValueError(f"history_cap must be at least 1, got {history_cap}")
+        self._client = client
+        self._history_cap = history_cap
+        self.keys = ViewKeys(prefix)
+        self._apply = client.register_script(_APPLY_LUA)
+
+    async def apply(self, updates: Sequence[ProfileUpdate]) -> None:
+        """Write a batch of updates in one pipeline; idempotent, older updates are ignored.
+
+        Updates for the same customer are applied in the given order. Safe to retry whole
+        (e.g. under ``with_backoff``) after a lost reply.
+        """
+        if not updates:
+            return
+        keys = self.keys
+        async with self._client.pipeline(transaction=False) as pipe:
+            for update in updates:
+                p = update.profile
+                args: list[str | bytes | int] = [
+                    keys.prefix,
+                    p.customer_id,
+                    p.at_ms,
+                    self._history_cap,
+                    p.rfm_segment or "",
+                    p.quadrant or "",
+                    update.previous_segment or "",
+                    update.previous_quadrant or "",
+                    orjson.dumps([x for pair in profile_fields(update).items() for x in pair]),
+                ]
+                for entry_id, entry in update.history:
+                    args += (entry_id, entry)
+                await self._apply(
+                    keys=[
+                        keys.profile(p.customer_id),
+                        keys.history(p.customer_id),
+                        keys.history_ids(p.customer_id),
+                        keys.audience_index,
+                    ],
+                    args=args,
+                    client=pipe,
+                )
+            applied = await pipe.execute()
+        stale = sum(1 for result in applied if int(result) == 0)
+        if stale:
+            log.debug("ignored %d profile updates older than the stored profiles", stale)
+
+    async def profile(self, customer_id: str) -> dict[str, str] | None:
+        """The customer's profile hash, or None if the customer has none."""
+        raw: dict[Any, Any] = await self._client.hgetall(self.keys.profile(customer_id))
+        if not raw:
+            return None
+        return {_decoded(k): _decoded(v) for k, v in raw.items()}
+
+    async def history(self, customer_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The customer's latest segment changes and churn alerts, newest first."""
+        if limit <= 0:
+            return []
+        entries: list[Any] = await self._client.lrange(self.keys.history(customer_id), 0, limit - 1)
+        return [orjson.loads(entry) for entry in entries]
+
+    async def segment_counts(self) -> dict[str, dict[str, int]]:
+        """Customers per audience: ``{"rfm_segment": {name: n}, "quadrant": {name: n}}``.
+
+        Audiences that emptied stay listed with 0.
+        """
+        counts: dict[str, dict[str, int]] = {dimension: {} for dimension in DIMENSIONS}
+        members: set[Any] = await self._client.smembers(self.keys.audience_index)
+        audiences = sorted(_decoded(member).split(":", 1) for member in members)
+        audiences = [a for a in audiences if len(a) == 2 and a[0] in counts]
+        if not audiences:
+            return counts
+        async with self._client.pipeline(transaction=False) as pipe:
+            for dimension, name in audiences:
+                pipe.scard(self.keys.audience(dimension, name))
+            sizes = await pipe.execute()
+        for (dimension, name), size in zip(audiences, sizes, strict=True):
+            counts[dimension][name] = int(size)
+        return counts
+
+    async def audience(self, dimension: str, name: str, limit: int = 1000) -> list[str]:
+        """Up to ``limit`` customer ids of an audience, sorted (which ones: arbitrary)."""
+        if dimension not in DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}; expected one of {DIMENSIONS}")
+        if limit <= 0:
+            return []
+        found: set[str] = set()  # SSCAN may return a member twice
+        async for member in self._client.sscan_iter(
+            self.keys.audience(dimension, name), count=min(limit, 1000)
+        ):
+            found.add(_decoded(member))
+            if len(found) >= limit:
+                break
+        return sorted(found)
+
+
+def _decoded(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,145 @@
+"""Customer states in the Faust table: decoded once, written once per batch, after outputs.
+
+Why writes wait for the batch end: a state row records the offsets it has applied, and a
+redelivered event at or below them is skipped. If a state reached the changelog before the
+outputs of the same event reached their topics, a crash in between would lose those outputs
+for good. So the agent (1) processes a batch, (2) waits until every output of the batch is
+acknowledged, and only then (3) writes each changed state once (also cutting changelog
+traffic: one write per customer per batch, not per event). A crash before (3) only means the
+batch is processed again, giving the same outputs with the same ids.
+
+Faust decides a table write's changelog partition from the event being processed; writes for
+partition p therefore run with an event of partition p set as the current event.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from faust.streams import _current_event
+
+from streams.domain.state import CustomerState
+
+CLOCK_KEY = "\x00clock/{partition}"
+PURCHASE_STREAMS = ("purchases/", "interactions/")
+
+
+def partition_of(state: CustomerState) -> int | None:
+    """The input partition a state belongs to, from the offsets it has applied."""
+    for key in state.offsets:
+        return int(key.rsplit("/", 1)[1])
+    return None
+
+
+@contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Run table writes as if ``event`` were the one being processed (see module doc)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class TableStores:
+    """One :class:`TableStore` per input partition over a shared Faust table."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._stores: dict[int, TableStore] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Decode the local table once and hand each state to its partition's store."""
+        for key, raw in self.table.items():
+            if not isinstance(key, str) or raw is None:
+                continue
+            if key.startswith("\x00clock/"):
+                purchases_ms, interactions_ms = orjson.loads(raw)
+                self.store(int(key.split("/", 1)[1]))._clock = (purchases_ms, interactions_ms)
+                continue
+            state = CustomerState.from_bytes(raw)
+            partition = partition_of(state)
+            if partition is not None:
+                self.store(partition).cache[state.customer_id] = state
+        self._loaded = True
+
+    def store(self, partition: int) -> TableStore:
+        if partition not in self._stores:
+            self._stores[partition] = TableStore(self.table, partition)
+        return self._stores[partition]
+
+    def for_partition(self, partition: int) -> TableStore:
+        if not self._loaded:
+            self._load()
+        return self.store(partition)
+
+    def reset(self) -> None:
+        """After a rebalance: forget everything; the next use re-reads the recovered table."""
+        self._stores.clear()
+        self._loaded = False
+
+    def flush(self, partition: int, event: Any) -> int:
+        """Write the partition's changed states; ``event`` must come from that partition."""
+        store = self._stores.get(partition)
+        if store is None:
+            return 0
+        return store.flush(event)
+
+
+class TableStore:
+    """A :class:`streams.processor.PartitionStore` over one partition of the Faust table."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self.cache: dict[str, CustomerState] = {}
+        self.dirty: set[str] = set()
+        self._clock: tuple[int | None, int | None] = (None, None)
+        self._clock_dirty = False
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        state = self.cache.get(customer_id)
+        if state is None:
+            raw = self.table.get(customer_id)
+            if raw is not None:
+                state = CustomerState.from_bytes(raw)
+                self.cache[customer_id] = state
+        return state
+
+    def put(self, state: CustomerState) -> None:
+        self.cache[state.customer_id] = state
+        self.dirty.add(state.customer_id)
+
+    def states(self) -> Iterable[CustomerState]:
+        return self.cache.values()
+
+    def clock(self) -> tuple[int | None, int | None]:
+        return self._clock
+
+    def put_clock(self, purchases_ms: int | None, interactions_ms: int | None) -> None:
+        self._clock = (purchases_ms, interactions_ms)
+        self._clock_dirty = True
+
+    def discard(self, customer_id: str) -> None:
+        self.cache.pop(customer_id, None)
+        self.dirty.discard(customer_id)
+
+    def flush(self, event: Any) -> int:
+        """Write changed states, then the clock (a clock never runs ahead of its states)."""
+        written = 0
+        with as_current_event(event):
+            for customer_id in self.dirty:
+                self.table[customer_id] = self.cache[customer_id].to_bytes()
+                written += 1
+            if self._clock_dirty:
+                self.table[CLOCK_KEY.format(partition=self.partition)] = orjson.dumps(
+                    list(self._clock)
+                )
+        self.dirty.clear()
+        self._clock_dirty = False
+        return written
