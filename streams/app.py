@@ -4,7 +4,9 @@ Agents are glue. ``customers`` reads both input topics (one stream, so purchases
 interactions never interleave their writes), hands each record to the :class:`Processor`,
 waits for the outputs of a batch to be acknowledged and only then writes the changed states
 (see :mod:`streams.table_store`). ``offers`` turns segment changes and churn alerts into
-retention offers, with caps and idempotency in Redis. ``views`` keeps the Redis profiles.
+retention offers, with caps and idempotency in Redis. ``views`` keeps the Redis profiles
+and audiences from the compacted ``profiles`` topic. While Redis is down, those two agents
+wait and retry with backoff (their Kafka lag grows; nothing is dropped).
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import orjson
 
+from schemas import ChurnAlert, SegmentChange, parse_output, to_json_bytes
+from streams.adapters import connect
+from streams.adapters.offer_store import OfferStore, keep_ms_for
+from streams.adapters.redis_views import ProfileUpdate, ProfileViews
+from streams.adapters.retry import with_backoff
 from streams.config import Settings
+from streams.convert import retention_offer, trigger_of
+from streams.domain.events import Profile
 from streams.domain.model import Model, default_model
+from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
 from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
@@ -103,6 +114,25 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     async def watch_model() -> None:
         await watcher.run()
 
+    views_topic = app.topic(t.profiles, key_type=bytes, value_type=bytes)
+    triggers = app.topic(t.segment_changes, t.churn_alerts, key_type=bytes, value_type=bytes)
+    redis_side = RedisSide(settings, rules)
+
+    @app.agent(views_topic)
+    async def views(stream: Any) -> None:
+        """Materialise the latest profile of each customer (and audiences) in Redis."""
+        async for batch in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
+            await redis_side.apply_profiles(batch)
+
+    @app.agent(triggers)
+    async def offers(stream: Any) -> None:
+        """Segment changes and churn alerts → retention offers (caps and idempotency in Redis)."""
+        async for value in stream:
+            decided = await redis_side.offer_for(value)
+            if decided is not None:
+                key, payload = decided
+                await outputs[t.retention_offers].send(key=key, value=payload)
+
     if settings.live_clock:
 
         @app.timer(interval=settings.tick_seconds)
@@ -122,6 +152,75 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
                     )
 
     return Topology(app, processor, stores, watcher, outputs)
+
+
+class RedisSide:
+    """The Redis adapters, created lazily inside the worker's event loop."""
+
+    def __init__(self, settings: Settings, rules: Rules) -> None:
+        self.settings = settings
+        self.rules = rules
+        self._views: ProfileViews | None = None
+        self._offers: OfferStore | None = None
+
+    def _connect(self) -> tuple[ProfileViews, OfferStore]:
+        if self._views is None or self._offers is None:
+            client = connect(self.settings.redis_url)
+            prefix = self.settings.redis_prefix
+            self._views = ProfileViews(client, prefix)
+            self._offers = OfferStore(client, prefix, keep_ms=keep_ms_for(self.rules.offers))
+        return self._views, self._offers
+
+    async def apply_profiles(self, batch: Sequence[bytes]) -> None:
+        """One Redis round trip per batch; waits (with backoff) while Redis is down."""
+        views, _ = self._connect()
+        updates = [profile_update(raw) for raw in batch]
+        await with_backoff(
+            lambda: views.apply(updates), what="profile views", where=self.settings.redis_url
+        )
+
+    async def offer_for(self, raw: bytes) -> tuple[bytes, bytes] | None:
+        """The retention offer (or recorded no-offer) for one trigger, idempotent by id.
+
+        existing → history → decide → record: a redelivered trigger finds its stored
+        decision and re-emits exactly it; nothing is offered twice, nothing is lost.
+        """
+        event = parse_output(raw)
+        if not isinstance(event, SegmentChange | ChurnAlert):
+            return None
+        trigger = trigger_of(event)
+        if trigger is None:
+            return None
+        _, store = self._connect()
+        rules = self.rules.offers
+
+        async def decide_once() -> OfferDecision | None:
+            found = await store.existing(f"offer:{trigger.id}")
+            if found is not None:
+                return found
+            decision = decide(trigger, await store.history(trigger.customer_id), rules)
+            return None if decision is None else await store.record(decision)
+
+        decision = await with_backoff(
+            decide_once, what="offer store", where=self.settings.redis_url
+        )
+        if decision is None:
+            return None
+        return decision.customer_id.encode(), to_json_bytes(retention_offer(decision, event))
+
+
+def profile_update(raw: bytes) -> ProfileUpdate:
+    """Read a record of the profiles topic (see ``Processor._profiles``)."""
+    data = orjson.loads(raw)
+    fields = data["profile"]
+    if fields.get("scores") is not None:
+        fields["scores"] = tuple(fields["scores"])
+    return ProfileUpdate(
+        profile=Profile(**fields),
+        segment_since_ms=data.get("segment_since_ms"),
+        quadrant_since_ms=data.get("quadrant_since_ms"),
+        history=tuple((i, j) for i, j in data.get("history", [])),
+    )
 
 
 async def process_batch(
@@ -154,11 +253,38 @@ async def process_batch(
                 "unexpected failure on %s[%s]@%s", message.topic, message.partition, message.offset
             )
             produced.append(processor.internal_error(message, exc))
-    pending = []
-    for out in produced:
-        topic = outputs[out.topic]
-        pending.append(await topic.send(key=out.key, value=out.value, partition=out.partition))
-    if pending:
-        await asyncio.gather(*pending)
+    await send_all(produced, outputs)
     for partition, event in last_event.items():
         stores.flush(partition, event)
+
+
+async def send_all(produced: Sequence[OutRecord], outputs: dict[str, Any]) -> None:
+    """Send and wait for every acknowledgement, retrying until the broker takes them.
+
+    Never raises: Faust would acknowledge the batch's input events anyway, and the states
+    (written after this returns) would be lost with them. While the broker is unreachable
+    this waits, so the consumer's lag grows instead.
+    """
+    delay = 0.2
+    remaining = list(produced)
+    while remaining:
+        pending = []
+        try:
+            for out in remaining:
+                topic = outputs[out.topic]
+                pending.append(
+                    await topic.send(key=out.key, value=out.value, partition=out.partition)
+                )
+            if pending:
+                await asyncio.gather(*pending)
+            return
+        except Exception as exc:
+            log.warning(
+                "could not publish %d output records (%s: %s); retrying in %.1f s",
+                len(remaining),
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

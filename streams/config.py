@@ -63,13 +63,20 @@ class TopicNames:
         self.segment_changes = f"{prefix}segment-changes"
         self.churn_alerts = f"{prefix}churn-alerts"
         self.retention_offers = f"{prefix}retention-offers"
+        self.profiles = f"{prefix}profiles"
         self.model = f"{prefix}model"
 
     def inputs(self) -> list[str]:
         return [self.purchases, self.interactions]
 
     def outputs(self) -> list[str]:
-        return [self.dead_letters, self.segment_changes, self.churn_alerts, self.retention_offers]
+        return [
+            self.dead_letters,
+            self.segment_changes,
+            self.churn_alerts,
+            self.retention_offers,
+            self.profiles,
+        ]
 
 
 def load_settings() -> Settings:

@@ -18,6 +18,7 @@ Every failure path ends in a record, never in an exception out of :meth:`Process
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -262,6 +263,7 @@ class Processor:
         self.counters.ticks += 1
         engine = self.engine(record.partition)
         out = self._publish(engine.tick(at_ms), record, raw)
+        out.extend(self._profiles(engine, out))
         self._save_clock(record.partition, engine)
         return out
 
@@ -277,8 +279,10 @@ class Processor:
                 position = SourcePosition(INTERACTIONS, record.partition, record.offset)
                 events = engine.on_interaction(interaction_fact(event), position)
             out = self._publish(events, record, raw)
+            out.extend(self._profiles(engine, out))
         except Exception as exc:  # the core failed: dead-letter the event, keep the stream
             log.exception("processing failed for %s", source)
+            engine.changed.clear()
             self._stores[record.partition].discard(event.customer_id)
             return [
                 self._dead(
@@ -293,6 +297,32 @@ class Processor:
                 )
             ]
         self._save_clock(record.partition, engine)
+        return out
+
+    def _profiles(self, engine: PartitionEngine, published: list[OutRecord]) -> list[OutRecord]:
+        """The current profile of every customer the record changed, for the views."""
+        if not engine.changed:
+            return []
+        history: dict[bytes, list[tuple[str, str]]] = {}
+        for rec in published:
+            if rec.topic in (self.topics.segment_changes, self.topics.churn_alerts):
+                entry = orjson.loads(rec.value)
+                history.setdefault(rec.key, []).append((entry["id"], rec.value.decode()))
+        out = []
+        for customer_id in sorted(engine.changed):
+            state = engine.store.get(customer_id)
+            if state is None or state.evaluated_ms is None:
+                continue
+            profile = engine.classifier.assess(state, state.evaluated_ms)
+            key = customer_id.encode()
+            update = {
+                "profile": dataclasses.asdict(profile),
+                "segment_since_ms": state.segment_since_ms,
+                "quadrant_since_ms": state.quadrant_since_ms,
+                "history": history.get(key, []),
+            }
+            out.append(OutRecord(self.topics.profiles, key, orjson.dumps(update)))
+        engine.changed.clear()
         return out
 
     def _save_clock(self, partition: int, engine: PartitionEngine) -> None:

@@ -22,6 +22,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """name -> (partitions, config). Inputs and outputs share the partition count."""
     t, n = settings.topics, settings.partitions
     specs = dict.fromkeys(t.inputs() + t.outputs(), (n, KEEP_BY_SIZE))
+    specs[t.profiles] = (n, COMPACTED)  # latest profile per customer: a view in Kafka
     specs[t.model] = (1, COMPACTED)
     return specs
 

@@ -81,6 +81,8 @@ class PartitionEngine:
         self.touch_clock_ms = touch_clock_ms
         self._lateness = rules.allowed_lateness_ms
         self._due: list[tuple[int, str]] = []
+        # customers whose profile changed (purchases folded or outputs made), for the views
+        self.changed: set[str] = set()
 
     # ------------------------------------------------------------------ time
     @property
@@ -126,11 +128,14 @@ class PartitionEngine:
 
     def _run_due(self, state: CustomerState) -> list[DomainEvent]:
         out: list[DomainEvent] = []
+        folded = state.folded_ms
         for _ in range(_MAX_EVALUATIONS_PER_WAKE):
             due = state.next_due_ms
             if due is None or not self._ready(due):
                 break
             out.extend(self.classifier.evaluate(state, due))
+        if out or state.folded_ms != folded:
+            self.changed.add(state.customer_id)
         self._schedule(state)
         return out
 
