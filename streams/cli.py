@@ -26,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+console_out = Console()
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -221,6 +222,25 @@ def calibrate(
     if not dry_run:
         publish_model(settings, model)
         console.print(f"published model {model.version} ({model.population:,} customers)")
+
+
+@app.command()
+def demo(
+    log_file: Annotated[
+        Path | None, typer.Argument(help="A JSON-lines log (default: the bundled sample).")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Event-time speed-up, e.g. 2e6 ≈ a year in 15 s; 0 = max.")
+    ] = 4e6,
+) -> None:
+    """Start a worker, replay the sample log live, print segment changes, churn alerts and
+    offers as they happen, let 60 days pass with no event (time alone moves customers), and
+    end with customers per segment. Uses its own topics and Redis keys each run."""
+    from streams.demo import run_demo
+
+    settings = settings_or_exit()
+    require_services(settings, redis=True)
+    raise typer.Exit(run_demo(settings, console_out, log_file, speed))
 
 
 def _parse_time_ms(text: str) -> int:

@@ -1,0 +1,202 @@
+"""The demo: a worker, the bundled sample log replayed live, outputs shown as they happen.
+
+It uses its own topic prefix, app id and Redis prefix per run (``demo<timestamp>.``), so it
+can run again and again on the same local stack without seeing an earlier run's records.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from schemas import ChurnAlert, DeadLetter, RetentionOffer, SegmentChange, parse_output
+from streams.config import Settings
+from streams.domain.facts import MS_PER_DAY
+from streams.replay import plan, produce, read_lines
+from streams.topics import ensure_topics
+
+QUIET_S = 6.0  # no new output for this long after the last tick: the demo is done
+
+
+def sample_log() -> Path:
+    return Path(str(resources.files("streams.data").joinpath("sample.jsonl")))
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RFM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "RFM_REDIS_URL": settings.redis_url,
+            "RFM_TOPIC_PREFIX": settings.topic_prefix,
+            "RFM_REDIS_PREFIX": settings.redis_prefix,
+            "RFM_APP_ID": settings.app_id,
+            "RFM_DATA_DIR": settings.data_dir,
+            "RFM_WEB_PORT": str(settings.web_port),
+            "RFM_LIVE_CLOCK": "false",
+            "RFM_PARTITIONS": str(settings.partitions),
+        }
+    )
+    return env
+
+
+def _describe(event: object) -> tuple[str, str] | None:
+    """A one-line story of an output, and its colour."""
+    if isinstance(event, SegmentChange):
+        when = event.event_time.date().isoformat()
+        arrow = f"{event.from_value or '—'} → {event.to_value}"
+        style = "bold green" if event.to_value == "true_friend" else "cyan"
+        return (
+            f"{when}  {event.customer_id:<14} {event.dimension:<11} {arrow}  ({event.cause})",
+            style,
+        )
+    if isinstance(event, ChurnAlert):
+        when = event.event_time.date().isoformat()
+        flag = "  TRUE FRIEND DRIFTING" if event.true_friend_drifting else ""
+        style = "bold red" if event.true_friend_drifting else "yellow"
+        return (
+            f"{when}  {event.customer_id:<14} churn {event.severity:<8} "
+            f"P(alive) {event.p_alive:.2f}, {event.elapsed_days:.0f} days since last purchase "
+            f"(usual gap {event.typical_gap_days or 0:.0f}){flag}",
+            style,
+        )
+    if isinstance(event, RetentionOffer) and event.decision == "offer":
+        when = event.event_time.date().isoformat()
+        return (
+            f"{when}  {event.customer_id:<14} offer {event.offer_code} ({event.reason})",
+            "magenta",
+        )
+    return None
+
+
+def _follow(
+    settings: Settings, stop: threading.Event, on_event: Callable[[str, object], None]
+) -> None:
+    topics = [
+        settings.topics.segment_changes,
+        settings.topics.churn_alerts,
+        settings.topics.retention_offers,
+        settings.topics.dead_letters,
+    ]
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        **settings.kafka_client_options(),
+    )
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=300).values():
+                for r in records:
+                    on_event(r.topic, parse_output(r.value))
+    finally:
+        consumer.close()
+
+
+def run_demo(
+    base: Settings, console: Console, log_path: Path | None = None, speed: float = 0.0
+) -> int:
+    """Run the whole demo; returns a process exit code."""
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"demo{stamp}.",
+            "app_id": f"rfm-demo-{stamp}",
+            "redis_prefix": f"demo{stamp}:",
+            "data_dir": f".local/demo/{stamp}",
+            "live_clock": False,
+        }
+    )
+    log_path = log_path or sample_log()
+    lines = read_lines(log_path)
+    planned = plan(lines, settings, "jsonl", end_tick_ms=None)
+    last_ms = max(p.at_ms for p in planned if p.at_ms is not None)
+    ticks = plan([], settings, end_tick_ms=last_ms + 60 * MS_PER_DAY)
+    console.rule(f"rfm-stream demo — {log_path.name}: {len(lines):,} events")
+    console.print(f"topics {settings.topic_prefix}*  ·  Redis keys {settings.redis_prefix}*")
+    ensure_topics(settings)
+    log_file = Path(settings.data_dir) / "worker.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=_env(settings),
+        stdout=log_file.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    counts: Counter[str] = Counter()
+    dead: Counter[str] = Counter()
+    last_output = [time.monotonic()]
+
+    def on_event(topic: str, event: object) -> None:
+        last_output[0] = time.monotonic()
+        counts[type(event).__name__] += 1
+        if isinstance(event, DeadLetter):
+            dead[str(event.reason_code)] += 1
+            return
+        line = _describe(event)
+        if line is not None:
+            console.print(line[0], style=line[1], highlight=False)
+
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(settings, stop, on_event), daemon=True)
+    follower.start()
+    try:
+        console.print(f"worker started (log: {log_file}); replaying…")
+        produce(planned, settings, speed=speed)
+        console.print("[bold]log replayed; now 60 days pass with no new event…[/bold]")
+        produce(ticks, settings)
+        while time.monotonic() - last_output[0] < QUIET_S:
+            if worker.poll() is not None:
+                console.print(f"[red]the worker stopped (exit {worker.returncode}); see {log_file}")
+                return 1
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        follower.join(timeout=5)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    _summary(settings, console, counts, dead)
+    return 0
+
+
+def _summary(
+    settings: Settings, console: Console, counts: Counter[str], dead: Counter[str]
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    table = Table(title="customers per segment (Redis audiences, now)")
+    table.add_column("dimension")
+    table.add_column("segment")
+    table.add_column("customers", justify="right")
+    prefix = settings.redis_prefix
+    rows = []
+    for member in sorted(client.smembers(f"{prefix}audiences")):
+        dimension, _, name = str(member).partition(":")
+        size = int(client.scard(f"{prefix}audience:{dimension}:{name}"))
+        if size:
+            rows.append((dimension, name, size))
+    for dimension, name, size in sorted(rows, key=lambda r: (r[0] != "quadrant", -r[2])):
+        table.add_row(dimension, name, str(size))
+    console.print(table)
+    outputs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    console.print(f"outputs: {outputs or 'none'}")
+    if dead:
+        console.print("dead letters: " + ", ".join(f"{n} {k}" for k, n in sorted(dead.items())))
