@@ -17,6 +17,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+import orjson
 from kafka import KafkaConsumer
 from rich.console import Console
 from rich.table import Table
@@ -89,6 +90,7 @@ def _follow(
         settings.topics.churn_alerts,
         settings.topics.retention_offers,
         settings.topics.dead_letters,
+        settings.topics.profiles,
     ]
     consumer = KafkaConsumer(
         *topics,
@@ -102,7 +104,10 @@ def _follow(
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=300).values():
                 for r in records:
-                    on_event(r.topic, parse_output(r.value))
+                    if r.topic == settings.topics.profiles:
+                        on_event(r.topic, orjson.loads(r.value))
+                    else:
+                        on_event(r.topic, parse_output(r.value))
     finally:
         consumer.close()
 
@@ -141,8 +146,16 @@ def run_demo(
     dead: Counter[str] = Counter()
     last_output = [time.monotonic()]
 
+    newest_profile: dict[str, int] = {}
+
     def on_event(topic: str, event: object) -> None:
         last_output[0] = time.monotonic()
+        if isinstance(event, dict):  # a profile update: what Redis must catch up with
+            p = event["profile"]
+            newest_profile[p["customer_id"]] = max(
+                p["at_ms"], newest_profile.get(p["customer_id"], 0)
+            )
+            return
         counts[type(event).__name__] += 1
         if isinstance(event, DeadLetter):
             dead[str(event.reason_code)] += 1
@@ -164,6 +177,7 @@ def run_demo(
                 console.print(f"[red]the worker stopped (exit {worker.returncode}); see {log_file}")
                 return 1
             time.sleep(0.5)
+        _wait_for_views(settings, newest_profile, console)
     finally:
         stop.set()
         follower.join(timeout=5)
@@ -174,6 +188,25 @@ def run_demo(
             worker.kill()
     _summary(settings, console, counts, dead)
     return 0
+
+
+def _wait_for_views(settings: Settings, newest: dict[str, int], console: Console) -> None:
+    """Redis views are written by their own agent: wait until they show the newest profiles."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    behind = len(newest)
+    while time.monotonic() < deadline:
+        behind = 0
+        for customer_id, at_ms in newest.items():
+            stored = client.hget(f"{settings.redis_prefix}profile:{customer_id}", "at_ms")
+            if stored is None or int(stored) < at_ms:
+                behind += 1
+        if not behind:
+            return
+        time.sleep(0.5)
+    console.print(f"[yellow]{behind} Redis profiles still behind after 30 s[/yellow]")
 
 
 def _summary(
