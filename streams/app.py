@@ -97,7 +97,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await process_batch(events, processor, stores, outputs)
+            await process_batch(events, processor, stores, app.producer)
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -227,7 +227,7 @@ async def process_batch(
     events: Sequence[Any],
     processor: Processor,
     stores: TableStores,
-    outputs: dict[str, Any],
+    producer: Any,
 ) -> None:
     """Process, wait for the outputs to be acknowledged, then write states (module doc)."""
     produced: list[OutRecord] = []
@@ -253,12 +253,13 @@ async def process_batch(
                 "unexpected failure on %s[%s]@%s", message.topic, message.partition, message.offset
             )
             produced.append(processor.internal_error(message, exc))
-    await send_all(produced, outputs)
+    produced.extend(processor.drain_profiles())
+    await send_all(produced, producer)
     for partition, event in last_event.items():
         stores.flush(partition, event)
 
 
-async def send_all(produced: Sequence[OutRecord], outputs: dict[str, Any]) -> None:
+async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:
     """Send and wait for every acknowledgement, retrying until the broker takes them.
 
     Never raises: Faust would acknowledge the batch's input events anyway, and the states
@@ -271,9 +272,10 @@ async def send_all(produced: Sequence[OutRecord], outputs: dict[str, Any]) -> No
         pending = []
         try:
             for out in remaining:
-                topic = outputs[out.topic]
+                # the producer directly: a Faust topic's send adds codecs and bookkeeping
+                # per record that outputs (already bytes) do not need
                 pending.append(
-                    await topic.send(key=out.key, value=out.value, partition=out.partition)
+                    await producer.send(out.topic, out.key, out.value, out.partition, None, None)
                 )
             if pending:
                 await asyncio.gather(*pending)

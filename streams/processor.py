@@ -18,7 +18,6 @@ Every failure path ends in a record, never in an exception out of :meth:`Process
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -170,6 +169,7 @@ class Processor:
         self._wall_clock = wall_clock
         self._engines: dict[int, PartitionEngine] = {}
         self._stores: dict[int, PartitionStore] = {}
+        self._history: dict[str, list[tuple[str, str]]] = {}
         self.counters = Counters()
 
     # ------------------------------------------------------------------ partitions
@@ -263,7 +263,6 @@ class Processor:
         self.counters.ticks += 1
         engine = self.engine(record.partition)
         out = self._publish(engine.tick(at_ms), record, raw)
-        out.extend(self._profiles(engine, out))
         self._save_clock(record.partition, engine)
         return out
 
@@ -279,10 +278,9 @@ class Processor:
                 position = SourcePosition(INTERACTIONS, record.partition, record.offset)
                 events = engine.on_interaction(interaction_fact(event), position)
             out = self._publish(events, record, raw)
-            out.extend(self._profiles(engine, out))
         except Exception as exc:  # the core failed: dead-letter the event, keep the stream
             log.exception("processing failed for %s", source)
-            engine.changed.clear()
+            engine.changed.discard(event.customer_id)
             self._stores[record.partition].discard(event.customer_id)
             return [
                 self._dead(
@@ -299,30 +297,30 @@ class Processor:
         self._save_clock(record.partition, engine)
         return out
 
-    def _profiles(self, engine: PartitionEngine, published: list[OutRecord]) -> list[OutRecord]:
-        """The current profile of every customer the record changed, for the views."""
-        if not engine.changed:
-            return []
-        history: dict[bytes, list[tuple[str, str]]] = {}
-        for rec in published:
-            if rec.topic in (self.topics.segment_changes, self.topics.churn_alerts):
-                entry = orjson.loads(rec.value)
-                history.setdefault(rec.key, []).append((entry["id"], rec.value.decode()))
-        out = []
-        for customer_id in sorted(engine.changed):
-            state = engine.store.get(customer_id)
-            if state is None or state.evaluated_ms is None:
-                continue
-            profile = engine.classifier.assess(state, state.evaluated_ms)
-            key = customer_id.encode()
-            update = {
-                "profile": dataclasses.asdict(profile),
-                "segment_since_ms": state.segment_since_ms,
-                "quadrant_since_ms": state.quadrant_since_ms,
-                "history": history.get(key, []),
-            }
-            out.append(OutRecord(self.topics.profiles, key, orjson.dumps(update)))
-        engine.changed.clear()
+    def drain_profiles(self) -> list[OutRecord]:
+        """The current profile of every customer changed since the last call (for the views).
+
+        Called once per batch: ``profiles`` is a compacted latest-value view, so one record
+        per changed customer per batch is all it needs. Each carries the customer's outputs
+        since the last call, for the views' history lists.
+        """
+        out: list[OutRecord] = []
+        for engine in self._engines.values():
+            for customer_id in sorted(engine.changed):
+                state = engine.store.get(customer_id)
+                if state is None or state.evaluated_ms is None:
+                    continue
+                update = {
+                    "profile": engine.classifier.assess(state, state.evaluated_ms),
+                    "segment_since_ms": state.segment_since_ms,
+                    "quadrant_since_ms": state.quadrant_since_ms,
+                    "history": self._history.pop(customer_id, []),
+                }
+                out.append(
+                    OutRecord(self.topics.profiles, customer_id.encode(), orjson.dumps(update))
+                )
+            engine.changed.clear()
+        self._history.clear()
         return out
 
     def _save_clock(self, partition: int, engine: PartitionEngine) -> None:
@@ -336,22 +334,14 @@ class Processor:
         for e in events:
             if isinstance(e, SegmentChanged):
                 self.counters.segment_changes += 1
-                out.append(
-                    OutRecord(
-                        self.topics.segment_changes,
-                        e.customer_id.encode(),
-                        to_json_bytes(segment_change(e, self.rules)),
-                    )
-                )
+                value = to_json_bytes(segment_change(e, self.rules))
+                out.append(OutRecord(self.topics.segment_changes, e.customer_id.encode(), value))
+                self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, ChurnRiskRaised):
                 self.counters.churn_alerts += 1
-                out.append(
-                    OutRecord(
-                        self.topics.churn_alerts,
-                        e.customer_id.encode(),
-                        to_json_bytes(churn_alert(e, self.rules)),
-                    )
-                )
+                value = to_json_bytes(churn_alert(e, self.rules))
+                out.append(OutRecord(self.topics.churn_alerts, e.customer_id.encode(), value))
+                self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, LateEvent):
                 source = SourceRef(record.topic, record.partition, record.offset, record.key)
                 late_by = (e.closed_ms - e.fact.at_ms) / 1000

@@ -33,4 +33,5 @@ def run_reference(
     run.processor = processor
     for record in records:
         run.outputs.extend(processor.process(record))
+    run.outputs.extend(processor.drain_profiles())
     return run
