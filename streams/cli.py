@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from streams.config import Settings, load_settings
 from streams.domain.rules import Rules
@@ -243,6 +244,94 @@ def demo(
     raise typer.Exit(run_demo(settings, console_out, log_file, speed))
 
 
+@app.command()
+def inspect(
+    customer_id: Annotated[str, typer.Argument(help="The customer id.")],
+    history: Annotated[int, typer.Option(help="How many recent changes to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a customer's current profile (scores, segment, quadrant, P(alive), churn risk…)
+    and recent segment changes and alerts, as materialised in Redis. Exit 1 if unknown."""
+    import asyncio
+
+    import orjson
+
+    from streams.adapters import connect
+    from streams.adapters.redis_views import ProfileViews
+
+    settings = settings_or_exit()
+    require_services(settings, redis=True)
+
+    async def read() -> tuple[dict[str, str] | None, list[dict[str, object]]]:
+        client = connect(settings.redis_url)
+        try:
+            views = ProfileViews(client, settings.redis_prefix)
+            return await views.profile(customer_id), await views.history(customer_id, history)
+        finally:
+            await client.aclose()
+
+    profile, changes = asyncio.run(read())
+    if profile is None:
+        console.print(
+            f"[red]no profile for customer {customer_id!r}[/red] (prefix "
+            f"{settings.redis_prefix}); check RFM_REDIS_PREFIX or wait for the worker"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        console_out.print_json(orjson.dumps({"profile": profile, "history": changes}).decode())
+        return
+    table = Table(title=f"customer {customer_id}", show_header=False)
+    for field, value in profile.items():
+        table.add_row(field, value)
+    console_out.print(table)
+    for change in changes:
+        kind = change.get("type", "?")
+        what = (
+            f"{change.get('dimension')}: {change.get('from_value')} → {change.get('to_value')}"
+            if kind == "segment_change"
+            else f"churn {change.get('severity')} (P(alive) {change.get('p_alive')})"
+        )
+        console_out.print(f"{change.get('event_time')}  {what}  ({change.get('cause')})")
+
+
+@app.command()
+def segments(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Customers per RFM segment and per loyalty x profitability quadrant, now (Redis)."""
+    import asyncio
+
+    import orjson
+
+    from streams.adapters import connect
+    from streams.adapters.redis_views import ProfileViews
+
+    settings = settings_or_exit()
+    require_services(settings, redis=True)
+
+    async def read() -> dict[str, dict[str, int]]:
+        client = connect(settings.redis_url)
+        try:
+            return await ProfileViews(client, settings.redis_prefix).segment_counts()
+        finally:
+            await client.aclose()
+
+    counts = asyncio.run(read())
+    if as_json:
+        console_out.print_json(orjson.dumps(counts).decode())
+        return
+    if not counts:
+        console.print(f"no customers yet under Redis prefix {settings.redis_prefix}")
+        raise typer.Exit(EXIT_FAILED)
+    for dimension, sizes in sorted(counts.items()):
+        table = Table(title=dimension)
+        table.add_column("segment")
+        table.add_column("customers", justify="right")
+        for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+            table.add_row(name, f"{size:,}")
+        console_out.print(table)
+
+
 def _parse_time_ms(text: str) -> int:
     from datetime import datetime
 
@@ -260,6 +349,8 @@ def _parse_time_ms(text: str) -> int:
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("kafka", "aiokafka"):  # connection-level INFO drowns what the user asked for
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     sys.exit(app())
 
 
