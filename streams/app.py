@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from streams.domain.rules import Rules
 from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.table_store import TableStores
+from streams.web import register_web
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,14 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     stores = TableStores(table)
     processor = Processor(settings, rules, model or default_model(), stores.for_partition)
     watcher = ModelWatcher(settings, processor.set_model)
+    web = register_web(app, settings, processor, api_token=settings.api_token)
 
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            started = time.perf_counter()
             await process_batch(events, processor, stores, app.producer)
+            web.observe_batch(time.perf_counter() - started, len(events))
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -138,8 +143,6 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         @app.timer(interval=settings.tick_seconds)
         async def live_clock() -> None:
             """Wall-clock ticks so that silent customers drift without any new event."""
-            import time
-
             now_ms = int(time.time() * 1000)
             for tp in app.consumer.assignment():
                 if tp.topic == t.purchases:

@@ -134,6 +134,13 @@ def replay(
         str | None,
         typer.Option(help="Tick every partition's clock to this ISO time at the end."),
     ] = None,
+    order: Annotated[
+        str,
+        typer.Option(
+            help="event-time: sort by event time; delivery: keep the file's order (a log "
+            "recorded as it arrived, late events included)."
+        ),
+    ] = "event-time",
     rules: RulesOption = None,
 ) -> None:
     """Produce a recorded event log into the input topics in event-time order, then tick every
@@ -153,6 +160,9 @@ def replay(
     if chosen not in ("jsonl", "cdnow"):
         console.print(f"[red]unknown --format {chosen}[/red]: use jsonl or cdnow")
         raise typer.Exit(EXIT_USAGE)
+    if order not in ("event-time", "delivery"):
+        console.print(f"[red]unknown --order {order}[/red]: use event-time or delivery")
+        raise typer.Exit(EXIT_USAGE)
     end_ms = _parse_time_ms(end_at) if end_at else None
     planned = plan(
         read_lines(log_file),
@@ -160,6 +170,7 @@ def replay(
         chosen,  # type: ignore[arg-type]
         end_tick_ms=end_ms,
         lateness_ms=rule_book.allowed_lateness_ms,
+        order="delivery" if order == "delivery" else "event_time",
     )
     require_services(settings)
     ensure_topics(settings)
@@ -223,6 +234,54 @@ def calibrate(
     if not dry_run:
         publish_model(settings, model)
         console.print(f"published model {model.version} ({model.population:,} customers)")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="Where to write the JSON-lines event log.")],
+    truth: Annotated[
+        Path | None, typer.Option(help="Ground-truth file (default: OUT with _truth).")
+    ] = None,
+    true_friends: Annotated[int, typer.Option(help="Loyal, profitable customers.")] = 200,
+    butterflies: Annotated[int, typer.Option(help="Profitable, short-lived.")] = 200,
+    barnacles: Annotated[int, typer.Option(help="Loyal, low value.")] = 200,
+    strangers: Annotated[int, typer.Option(help="Neither.")] = 400,
+    days: Annotated[int, typer.Option(help="Length of the log in days.")] = 365,
+    churn_share: Annotated[
+        float, typer.Option(help="Share of true friends who stop at a known moment.")
+    ] = 0.2,
+    invalid_share: Annotated[float, typer.Option(help="Share of invalid lines.")] = 0.03,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+) -> None:
+    """Write a synthetic event log of customers whose true quadrant is known (and some who
+    churn at a known moment), with seasonality, refunds, interactions, late, duplicate and
+    invalid events, plus a ground-truth file. Deterministic for a given seed."""
+    from streams.personas import PersonaConfig, write
+    from streams.personas import generate as make
+
+    try:
+        config = PersonaConfig(
+            true_friends=true_friends,
+            butterflies=butterflies,
+            barnacles=barnacles,
+            strangers=strangers,
+            days=days,
+            churn_share=churn_share,
+            invalid_share=invalid_share,
+            seed=seed,
+            partitions=load_settings().partitions,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    truth_path = truth or out.with_name(out.stem + "_truth" + out.suffix)
+    with console.status("generating…"):
+        log = make(config)
+        write(log, out, truth_path)
+    console.print(
+        f"wrote {len(log.lines):,} events to {out} and {len(log.truth):,} customers' truth "
+        f"to {truth_path}"
+    )
 
 
 @app.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StoreKind = Literal["memory", "rocksdb"]
@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(1.0, gt=0, description="how often time-driven work runs")
     currency: str = Field("USD", min_length=3, max_length=3, description="reporting currency")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for /api/* and /metrics; unset = no auth"
+    )
 
     @cached_property
     def topics(self) -> TopicNames:

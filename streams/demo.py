@@ -128,7 +128,7 @@ def run_demo(
     )
     log_path = log_path or sample_log()
     lines = read_lines(log_path)
-    planned = plan(lines, settings, "jsonl", end_tick_ms=None)
+    planned = plan(lines, settings, "jsonl", order="delivery")  # recorded as delivered
     last_ms = max(p.at_ms for p in planned if p.at_ms is not None)
     ticks = plan([], settings, end_tick_ms=last_ms + 60 * MS_PER_DAY)
     console.rule(f"rfm-stream demo — {log_path.name}: {len(lines):,} events")

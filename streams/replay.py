@@ -32,6 +32,12 @@ from streams.config import Settings
 from streams.processor import TICK_HEADER, InRecord, tick_record
 
 LogFormat = Literal["jsonl", "cdnow"]
+Order = Literal["event_time", "delivery"]
+
+# Event times outside this range cannot be valid input (the decoder dead-letters them); they
+# must not steer the replay's pacing or its end-of-log tick either.
+_EARLIEST_MS = 631_152_000_000  # 1990-01-01
+_LATEST_MS = 4_102_444_800_000  # 2100-01-01
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,8 @@ def _at_ms(value: Any) -> int | None:
         return None
     if when.tzinfo is None:
         return None
-    return int(when.timestamp() * 1000)
+    at_ms = int(when.timestamp() * 1000)
+    return at_ms if _EARLIEST_MS <= at_ms < _LATEST_MS else None
 
 
 def _jsonl_records(lines: Iterable[bytes], settings: Settings) -> Iterator[Planned]:
@@ -134,22 +141,29 @@ def plan(
     *,
     end_tick_ms: int | None = None,
     lateness_ms: int = 0,
+    order: Order = "event_time",
 ) -> list[Planned]:
-    """The records to produce, in event-time order (stable), ending with clock ticks.
+    """The records to produce, ending with clock ticks.
 
-    Records without an event time keep their place after the record before them. The final
-    tick on every purchase partition moves the clock to ``end_tick_ms`` (default: the last
-    event time plus the allowed lateness and 1 ms), so everything pending is evaluated.
+    ``event_time`` (default) sorts by event time, stably; records without an event time keep
+    their place after the record before them. ``delivery`` keeps the file's order, for logs
+    recorded as they arrived: late records then really arrive late (and are dead-lettered
+    when beyond the allowed lateness). The final tick on every purchase partition moves the
+    clock to ``end_tick_ms`` (default: the last event time plus the allowed lateness and
+    1 ms), so everything pending is evaluated.
     """
     source = _cdnow_records if fmt == "cdnow" else _jsonl_records
     records = list(source(lines, settings))
-    keyed: list[tuple[int, int, Planned]] = []
-    last = -(2**62)
-    for index, record in enumerate(records):
-        last = record.at_ms if record.at_ms is not None else last
-        keyed.append((last, index, record))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    ordered = [k[2] for k in keyed]
+    if order == "delivery":
+        ordered = records
+    else:
+        keyed: list[tuple[int, int, Planned]] = []
+        last = -(2**62)
+        for index, record in enumerate(records):
+            last = record.at_ms if record.at_ms is not None else last
+            keyed.append((last, index, record))
+        keyed.sort(key=lambda k: (k[0], k[1]))
+        ordered = [k[2] for k in keyed]
     times = [r.at_ms for r in ordered if r.at_ms is not None]
     if end_tick_ms is None and times:
         end_tick_ms = max(times) + lateness_ms + 1
