@@ -25,6 +25,7 @@ from rich.table import Table
 from schemas import ChurnAlert, DeadLetter, RetentionOffer, SegmentChange, parse_output
 from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
+from streams.domain.rules import load_rules
 from streams.replay import plan, produce, read_lines
 from streams.topics import ensure_topics
 
@@ -128,7 +129,8 @@ def run_demo(
     )
     log_path = log_path or sample_log()
     lines = read_lines(log_path)
-    planned = plan(lines, settings, "jsonl", order="delivery")  # recorded as delivered
+    lateness_ms = load_rules().allowed_lateness_ms
+    planned = plan(lines, settings, "jsonl", order="delivery", lateness_ms=lateness_ms)
     last_ms = max(p.at_ms for p in planned if p.at_ms is not None)
     ticks = plan([], settings, end_tick_ms=last_ms + 60 * MS_PER_DAY)
     console.rule(f"rfm-stream demo — {log_path.name}: {len(lines):,} events")
@@ -167,17 +169,20 @@ def run_demo(
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(settings, stop, on_event), daemon=True)
     follower.start()
+    snapshots: list[dict[tuple[str, str], int]] = []
     try:
         console.print(f"worker started (log: {log_file}); replaying…")
         produce(planned, settings, speed=speed)
-        console.print("[bold]log replayed; now 60 days pass with no new event…[/bold]")
-        produce(ticks, settings)
-        while time.monotonic() - last_output[0] < QUIET_S:
-            if worker.poll() is not None:
-                console.print(f"[red]the worker stopped (exit {worker.returncode}); see {log_file}")
-                return 1
-            time.sleep(0.5)
+        if not _settle(worker, last_output, console, log_file):
+            return 1
         _wait_for_views(settings, newest_profile, console)
+        snapshots.append(_counts(settings))
+        console.rule("[bold]log replayed; now 60 days pass with no new event[/bold]")
+        produce(ticks, settings)
+        if not _settle(worker, last_output, console, log_file):
+            return 1
+        _wait_for_views(settings, newest_profile, console)
+        snapshots.append(_counts(settings))
     finally:
         stop.set()
         follower.join(timeout=5)
@@ -186,8 +191,35 @@ def run_demo(
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-    _summary(settings, console, counts, dead)
+    _summary(console, snapshots, counts, dead)
     return 0
+
+
+def _settle(
+    worker: subprocess.Popen[bytes], last_output: list[float], console: Console, log_file: Path
+) -> bool:
+    """Wait until no output has arrived for a while; False if the worker died."""
+    time.sleep(1.0)
+    while time.monotonic() - last_output[0] < QUIET_S:
+        if worker.poll() is not None:
+            console.print(f"[red]the worker stopped (exit {worker.returncode}); see {log_file}")
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _counts(settings: Settings) -> dict[tuple[str, str], int]:
+    """Customers per (dimension, segment) from the Redis audiences, now."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    prefix = settings.redis_prefix
+    sizes: dict[tuple[str, str], int] = {}
+    for member in client.smembers(f"{prefix}audiences"):
+        dimension, _, name = str(member).partition(":")
+        sizes[(dimension, name)] = int(client.scard(f"{prefix}audience:{dimension}:{name}"))
+    client.close()
+    return sizes
 
 
 def _wait_for_views(settings: Settings, newest: dict[str, int], console: Console) -> None:
@@ -210,25 +242,27 @@ def _wait_for_views(settings: Settings, newest: dict[str, int], console: Console
 
 
 def _summary(
-    settings: Settings, console: Console, counts: Counter[str], dead: Counter[str]
+    console: Console,
+    snapshots: list[dict[tuple[str, str], int]],
+    counts: Counter[str],
+    dead: Counter[str],
 ) -> None:
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    table = Table(title="customers per segment (Redis audiences, now)")
-    table.add_column("dimension")
-    table.add_column("segment")
-    table.add_column("customers", justify="right")
-    prefix = settings.redis_prefix
-    rows = []
-    for member in sorted(client.smembers(f"{prefix}audiences")):
-        dimension, _, name = str(member).partition(":")
-        size = int(client.scard(f"{prefix}audience:{dimension}:{name}"))
-        if size:
-            rows.append((dimension, name, size))
-    for dimension, name, size in sorted(rows, key=lambda r: (r[0] != "quadrant", -r[2])):
-        table.add_row(dimension, name, str(size))
-    console.print(table)
+    if len(snapshots) == 2:
+        at_end, later = snapshots
+        table = Table(title="customers per segment (Redis audiences)")
+        table.add_column("dimension")
+        table.add_column("segment")
+        table.add_column("end of log", justify="right")
+        table.add_column("+60 silent days", justify="right")
+        keys = sorted(
+            {k for k in at_end | later if at_end.get(k) or later.get(k)},
+            key=lambda k: (k[0] != "quadrant", -at_end.get(k, 0), k[1]),
+        )
+        for dimension, name in keys:
+            before, after = at_end.get((dimension, name), 0), later.get((dimension, name), 0)
+            style = "bold red" if name == "true_friend" and after < before else None
+            table.add_row(dimension, name, str(before), str(after), style=style)
+        console.print(table)
     outputs = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     console.print(f"outputs: {outputs or 'none'}")
     if dead:
