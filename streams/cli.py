@@ -285,6 +285,72 @@ def generate(
 
 
 @app.command()
+def quality(
+    log_file: Annotated[
+        Path | None,
+        typer.Argument(help="A generated log (default: generate one with --customers/--seed)."),
+    ] = None,
+    truth: Annotated[Path | None, typer.Option(help="Its truth file (default: LOG_truth).")] = None,
+    customers: Annotated[int, typer.Option(help="Customers to generate.")] = 2_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated log.")] = 0,
+    silence_days: Annotated[int, typer.Option(help="Days without events after the log.")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    rules: RulesOption = None,
+) -> None:
+    """Score segments and churn alerts against a log whose truth is known: quadrant accuracy
+    (with the confusion matrix) and, for true friends who stop buying, alert recall,
+    precision and detection delay. Runs the worker's own processing, without Kafka."""
+    import orjson
+
+    from streams.domain.model import default_model
+    from streams.personas import PersonaConfig, read_truth
+    from streams.personas import generate as make
+    from streams.quality import measure
+    from streams.replay import read_lines
+
+    settings = settings_or_exit()
+    rule_book = rules_or_exit(rules)
+    with console.status("scoring…"):
+        if log_file is None:
+            config = PersonaConfig.for_customers(
+                customers, seed=seed, partitions=settings.partitions
+            )
+            log = make(config)
+            lines, people, end_ms = log.lines, log.truth, config.end_ms
+        else:
+            truth_path = truth or log_file.with_name(log_file.stem + "_truth" + log_file.suffix)
+            lines, people, end_ms = read_lines(log_file), read_truth(truth_path), None
+        report = measure(
+            lines, people, end_ms, settings, rule_book, default_model(), silence_days=silence_days
+        )
+    if as_json:
+        console_out.print_json(orjson.dumps(report.as_dict()).decode())
+        return
+    matrix = Table(title=f"quadrant at the end of the log ({report.active:,} active customers)")
+    matrix.add_column("true \\ predicted")
+    names = ["true_friend", "butterfly", "barnacle", "stranger", "unclassified"]
+    for name in names:
+        matrix.add_column(name, justify="right")
+    for true_q in names[:4]:
+        row: dict[str, int] = dict(report.confusion.get(true_q, {}))
+        matrix.add_row(true_q, *(str(row.get(n, 0)) for n in names))
+    console_out.print(matrix)
+    d = report.as_dict()
+    console_out.print(f"quadrant accuracy: {report.quadrant_accuracy:.1%}")
+    console_out.print(
+        f"drifting-true-friend alerts: recall {report.recall:.1%} "
+        f"({report.detected}/{report.churned_true_friends} churned true friends), "
+        f"precision {report.precision:.1%} ({report.alerted_and_stopped}/"
+        f"{report.alerted_before_end} alerted customers had stopped)"
+    )
+    if report.delays_days:
+        console_out.print(
+            f"detection delay after the true stop: median {d['delay_days_median']:.1f} days, "
+            f"p90 {d['delay_days_p90']:.1f}, max {d['delay_days_max']:.1f}"
+        )
+
+
+@app.command()
 def demo(
     log_file: Annotated[
         Path | None, typer.Argument(help="A JSON-lines log (default: the bundled sample).")
