@@ -86,6 +86,10 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     table = app.Table(
         "customers",
         default=None,
+        # the types must be on the table too: its store picks the codec that restores the
+        # changelog from them (with only the schema it restored JSON, not bytes)
+        key_type=str,
+        value_type=bytes,
         schema=faust.Schema(
             key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
         ),

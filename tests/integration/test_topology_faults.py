@@ -1,0 +1,240 @@
+"""Faults: a worker SIGKILLed in the middle of a log and restarted gives the reference outputs.
+
+Effectively once (README): a redelivered record is a no-op for the state, and outputs carry
+deterministic ids, so after a crash the output topics may hold some ids twice, but always with
+identical content, nothing is missing, and no state counts an event twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from streams.config import Settings
+from streams.domain.model import Model, default_model
+from streams.domain.rules import Rules, load_rules
+from streams.domain.state import CustomerState
+from streams.replay import Planned, plan, produce
+from streams.topics import ensure_topics
+from tests.integration.topology import (
+    FAST_FAILOVER,
+    OutputReader,
+    WorkerProcess,
+    assert_same_outputs,
+    collect_expected,
+    compare,
+    compared_topics,
+    group_assignment,
+    is_split,
+    large_log,
+    last_output_per_customer,
+    outs_of,
+    read_table_states,
+    reference,
+    small_log,
+    wait_for_workers,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240, func_only=True)]
+
+RULES: Rules = load_rules()
+MODEL: Model = default_model()
+CHUNKS = 20  # the log is produced over ~8 s, so the kill lands in the middle of it
+CHUNK_PAUSE_S = 0.4
+KILL_AFTER_FRACTION = 0.15  # of the expected output ids seen
+
+
+class PacedProducer(threading.Thread):
+    """Produces the plan in chunks with pauses, so a worker can be killed half way."""
+
+    def __init__(self, planned: Sequence[Planned], settings: Settings) -> None:
+        super().__init__(name="paced-producer", daemon=True)
+        self.planned = list(planned)
+        self.settings = settings
+        self.error: BaseException | None = None
+        self.produced = 0
+        self.chunks = 0
+
+    def run(self) -> None:
+        try:
+            size = -(-len(self.planned) // CHUNKS)
+            for start in range(0, len(self.planned), size):
+                self.produced += produce(self.planned[start : start + size], self.settings)
+                self.chunks += 1
+                time.sleep(CHUNK_PAUSE_S)
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "the producer did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.produced == len(self.planned)
+
+
+def _counts(state: CustomerState) -> dict[str, object]:
+    return {
+        "orders": state.orders,
+        "refunds": state.refunds,
+        "refunded_cents": state.refunded_cents,
+        "interactions": state.interactions,
+        "repeat_days": state.repeat_days,
+        "seq": state.seq,
+        "first_ms": state.first_ms,
+        "last_ms": state.last_ms,
+        "pending": len(state.pending),
+    }
+
+
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_sigkill_mid_log_and_restart_gives_the_reference(
+    isolated_settings: Settings,
+    tmp_path: Path,
+    store: str,
+) -> None:
+    settings = isolated_settings.model_copy(update={"store": store})
+    ensure_topics(settings)
+    planned = plan(large_log(), settings, lateness_ms=RULES.allowed_lateness_ms)
+    ref = reference(settings, RULES, MODEL, planned)
+    expected = outs_of(settings, ref.outputs)
+    assert len(planned) > 3000 and len(expected) > 1000
+    topics = compared_topics(settings)
+    data_dir = tmp_path / "worker-data"  # shared by the killed worker and its replacement
+
+    producer = PacedProducer(planned, settings)
+    with WorkerProcess(
+        settings, tmp_path, "worker-1", data_dir=data_dir, env=FAST_FAILOVER
+    ) as first:
+        first.wait_ready()
+        producer.start()
+        with OutputReader(settings, topics) as reader:
+            deadline = time.monotonic() + 90
+            while len({o.id for o in reader.records}) < KILL_AFTER_FRACTION * len(expected):
+                first.check_alive()
+                assert time.monotonic() < deadline, "no outputs from the first worker"
+                reader.poll(timeout_ms=100)
+            first.kill()
+            seen_before_kill = len({o.id for o in reader.records})
+            chunks_before_kill = producer.chunks
+    assert producer.is_alive(), "the whole log was produced before the kill: slow it down"
+    assert seen_before_kill < len(expected), "everything was out before the kill"
+
+    # the replacement starts while the rest of the log is still coming in
+    with WorkerProcess(
+        settings, tmp_path, "worker-2", data_dir=data_dir, env=FAST_FAILOVER
+    ) as second:
+        second.wait_ready(timeout=90)
+        producer.finish()
+        actual = collect_expected(settings, expected, 120, alive=second.check_alive)
+        assert second.stop() == 0, second.log_tail()
+
+    result = compare(expected, actual)
+    print(  # shown with -rP: how much the run exercised
+        f"killed after {seen_before_kill}/{len(expected)} outputs and "
+        f"{chunks_before_kill}/{CHUNKS} input chunks; "
+        f"{sum(result.duplicates.values()) - len(result.duplicates)} redelivered duplicates"
+    )
+    assert_same_outputs(expected, actual, f"SIGKILL after {seen_before_kill} outputs, restart")
+
+    # counts in the last published profile of every customer: nothing counted twice
+    want_last = last_output_per_customer(expected)
+    got_last = last_output_per_customer(actual)
+    assert set(got_last) == set(want_last)
+    wrong = {
+        c: (got_last[c].profile.purchase_count, e.profile.purchase_count)  # type: ignore[union-attr]
+        for c, e in want_last.items()
+        if got_last[c].profile.purchase_count != e.profile.purchase_count  # type: ignore[union-attr]
+    }
+    assert not wrong, f"purchase_count (worker, reference) differs: {wrong}"
+
+    # and the states the worker left in its table equal the reference's
+    ref_states = {
+        cid: state for store_ in ref.stores.values() for cid, state in store_.by_customer.items()
+    }
+    table = read_table_states(settings)
+    assert set(table) == set(ref_states)
+    differing = {
+        cid: (_counts(table[cid]), _counts(state))
+        for cid, state in ref_states.items()
+        if _counts(table[cid]) != _counts(state)
+    }
+    assert not differing, (
+        f"{len(differing)} table states differ from the reference (worker, reference): "
+        f"{dict(list(differing.items())[:3])}"
+    )
+
+
+def test_graceful_restart_resumes_from_the_changelog(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGTERM half way through the small log; a new worker on the same data dir finishes it."""
+    settings = isolated_settings
+    ensure_topics(settings)
+    lines, _ = small_log()
+    planned = plan(lines, settings, lateness_ms=RULES.allowed_lateness_ms)
+    half = len(planned) // 2
+    first_half = outs_of(settings, reference(settings, RULES, MODEL, planned[:half]).outputs)
+    expected = outs_of(settings, reference(settings, RULES, MODEL, planned).outputs)
+    data_dir = tmp_path / "worker-data"
+
+    with WorkerProcess(settings, tmp_path, "worker-1", data_dir=data_dir) as first:
+        first.wait_ready()
+        produce(planned[:half], settings)
+        collect_expected(settings, first_half, alive=first.check_alive)
+        assert first.stop() == 0, first.log_tail()
+    produce(planned[half:], settings)
+    with WorkerProcess(settings, tmp_path, "worker-2", data_dir=data_dir) as second:
+        second.wait_ready(timeout=90)
+        actual = collect_expected(settings, expected, alive=second.check_alive)
+    assert_same_outputs(expected, actual, "restart after SIGTERM half way")
+
+
+def test_partitions_move_to_the_remaining_worker(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    """Two workers split the partitions; one stops; the other takes its partitions over."""
+    settings = isolated_settings
+    purchases = settings.topics.purchases
+    ensure_topics(settings)
+    lines, _ = small_log()
+    planned = plan(lines, settings, lateness_ms=RULES.allowed_lateness_ms)
+    half = len(planned) // 2
+    first_half = outs_of(settings, reference(settings, RULES, MODEL, planned[:half]).outputs)
+    expected = outs_of(settings, reference(settings, RULES, MODEL, planned).outputs)
+    everything = set(range(settings.partitions))
+
+    with ExitStack() as stack:
+        a = stack.enter_context(WorkerProcess(settings, tmp_path, "worker-a", env=FAST_FAILOVER))
+        a.wait_ready()
+        b = stack.enter_context(WorkerProcess(settings, tmp_path, "worker-b", env=FAST_FAILOVER))
+
+        def split() -> list[set[int]] | None:
+            assignment = group_assignment(settings, purchases)
+            if is_split(assignment, 2, settings.partitions) and a.is_ready() and b.is_ready():
+                return assignment
+            return None
+
+        shares = wait_for_workers(split, 90, "two workers to split the partitions", a, b)
+        produce(planned[:half], settings)
+
+        def both_alive() -> None:
+            a.check_alive()
+            b.check_alive()
+
+        collect_expected(settings, first_half, alive=both_alive)
+        assert b.stop() == 0, b.log_tail()
+
+        def took_over() -> bool | None:
+            assignment = group_assignment(settings, purchases)
+            return True if assignment == [everything] and a.is_ready() else None
+
+        wait_for_workers(took_over, 60, "worker-a to take over worker-b's partitions", a)
+        produce(planned[half:], settings)
+        actual = collect_expected(settings, expected, alive=a.check_alive)
+    assert_same_outputs(expected, actual, f"partitions handed over (shares were {shares})")
