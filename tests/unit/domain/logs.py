@@ -70,9 +70,14 @@ class Run:
         return self.engine.store
 
 
-def feed(engine: PartitionEngine, facts: list[Fact], run: Run, first_offset: int = 0) -> None:
-    """Feed facts in the given order; offsets follow that order on two input streams."""
-    offsets = {"purchases": first_offset, "interactions": first_offset}
+def feed(
+    engine: PartitionEngine, facts: list[Fact], run: Run, done: list[Fact] | None = None
+) -> None:
+    """Feed facts in the given order; offsets follow that order on two input streams,
+    continuing after the facts ``done`` before them (a resumed or redelivered read)."""
+    before = done or []
+    purchases = sum(isinstance(f, PurchaseFact) for f in before)
+    offsets = {"purchases": purchases, "interactions": len(before) - purchases}
     for fact in facts:
         stream = "purchases" if isinstance(fact, PurchaseFact) else "interactions"
         position = SourcePosition(stream, 0, offsets[stream])

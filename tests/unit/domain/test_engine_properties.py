@@ -15,7 +15,6 @@ from streams.domain.facts import (
     InteractionFact,
     PurchaseFact,
     PurchaseKind,
-    SourcePosition,
     day_of,
 )
 from streams.domain.model import default_model
@@ -94,35 +93,12 @@ def test_split_resume_and_redelivery(facts: list[Fact], data: st.DataObject) -> 
     # a crash before the offset commit: the consumer re-reads from an earlier offset
     rewind = data.draw(st.integers(0, split), label="rewind")
     redelivered = Run()
-    purchases_before = sum(isinstance(f, PurchaseFact) for f in facts[:rewind])
-    touches_before = rewind - purchases_before
-    offsets = {"purchases": purchases_before, "interactions": touches_before}
-    for f in facts[rewind:split]:
-        stream = "purchases" if isinstance(f, PurchaseFact) else "interactions"
-        pos = SourcePosition(stream, 0, offsets[stream])
-        offsets[stream] += 1
-        events = (
-            engine.on_purchase(f, pos)
-            if isinstance(f, PurchaseFact)
-            else engine.on_interaction(f, pos)
-        )
-        collect(events, redelivered)
+    feed(engine, facts[rewind:split], redelivered, done=facts[:rewind])
     assert redelivered.outputs == []
     assert all(isinstance(e, DuplicateEvent) and e.why == "redelivered" for e in redelivered.other)
 
-    purchases_done = sum(isinstance(f, PurchaseFact) for f in facts[:split])
     rest = Run()
-    offsets_rest = {"purchases": purchases_done, "interactions": split - purchases_done}
-    for f in facts[split:]:
-        stream = "purchases" if isinstance(f, PurchaseFact) else "interactions"
-        pos = SourcePosition(stream, 0, offsets_rest[stream])
-        offsets_rest[stream] += 1
-        events = (
-            engine.on_purchase(f, pos)
-            if isinstance(f, PurchaseFact)
-            else engine.on_interaction(f, pos)
-        )
-        collect(events, rest)
+    feed(engine, facts[split:], rest, done=facts[:split])
     collect(engine.tick(END), rest)
     resumed.outputs.extend(rest.outputs)
     assert {c: s.to_list() for c, s in store.states.items()} == {
