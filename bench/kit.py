@@ -136,15 +136,17 @@ class Proc:
         self.stop()
 
 
-def worker(settings: Settings, name: str, **update: object) -> tuple[Proc, int]:
-    """Start ``rfm-stream worker`` for ``settings`` (+ updates); returns it and its web port."""
+def worker(
+    settings: Settings, name: str, *args: str, **update: object
+) -> tuple[Proc, int]:
+    """Start ``rfm-stream worker [args]`` for ``settings`` (+ updates); returns it, its port."""
     port = free_port()
     s = settings.model_copy(update={"web_port": port, "live_clock": False, **update})
     env = settings_env(s)
     # a dead worker's partitions move after this (Faust's default is 60 s)
     env.setdefault("BROKER_SESSION_TIMEOUT", "10")
     exe = str(Path(sys.executable).with_name("rfm-stream"))
-    return Proc([exe, "worker"], env, name), port
+    return Proc([exe, "worker", *args], env, name), port
 
 
 def http_get(url: str, timeout: float = 2.0) -> bytes | None:
