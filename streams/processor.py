@@ -281,6 +281,7 @@ class Processor:
         except Exception as exc:  # the core failed: dead-letter the event, keep the stream
             log.exception("processing failed for %s", source)
             engine.changed.discard(event.customer_id)
+            engine.verdicts.pop(event.customer_id, None)
             self._stores[record.partition].discard(event.customer_id)
             return [
                 self._dead(
@@ -310,8 +311,10 @@ class Processor:
                 state = engine.store.get(customer_id)
                 if state is None or state.evaluated_ms is None:
                     continue
+                cached = engine.verdicts.get(customer_id)
+                verdict = cached[1] if cached and cached[0] == state.evaluated_ms else None
                 update = {
-                    "profile": engine.classifier.assess(state, state.evaluated_ms),
+                    "profile": engine.classifier.assess(state, state.evaluated_ms, verdict),
                     "segment_since_ms": state.segment_since_ms,
                     "quadrant_since_ms": state.quadrant_since_ms,
                     "history": self._history.pop(customer_id, []),
@@ -320,6 +323,7 @@ class Processor:
                     OutRecord(self.topics.profiles, customer_id.encode(), orjson.dumps(update))
                 )
             engine.changed.clear()
+            engine.verdicts.clear()
         self._history.clear()
         return out
 

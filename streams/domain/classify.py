@@ -42,7 +42,7 @@ from streams.domain.state import REFUND, CustomerState, fold_purchase, prune_buc
 
 
 @dataclass(frozen=True, slots=True)
-class _Verdict:
+class Verdict:
     """The classification part of a profile: what evaluation compares against state."""
 
     scores: tuple[int, int, int]
@@ -96,9 +96,12 @@ class Classifier:
         self._tenure_ms = math.ceil(lo.min_tenure_days * MS_PER_DAY)
         self._profit_split = model.profit_split_cents
         self._loyal_split = model.loyalty_split_orders
+        # the verdict of the latest evaluate() call, so that the profile the views show for
+        # that moment reuses it instead of classifying the customer a second time
+        self.last_verdict: tuple[int, Verdict] | None = None
 
     # ------------------------------------------------------------------ classification
-    def _verdict(self, state: CustomerState, now_ms: int) -> _Verdict:
+    def _verdict(self, state: CustomerState, now_ms: int) -> Verdict:
         assert state.first_ms is not None and state.last_ms is not None
         newest = now_ms // self._bucket_ms
         short_from, long_from = newest - self._short, newest - self._long
@@ -148,7 +151,7 @@ class Classifier:
             k1, k2, k3 = self._overdue
             rhythm = 3 if overdue >= k3 else 2 if overdue >= k2 else 1 if overdue >= k1 else 0
             level = max(level, rhythm)
-        return _Verdict(
+        return Verdict(
             scores=scores,
             segment=self._segment[scores],
             quadrant=quadrant_of(loyal=loyal, profitable=profitable),
@@ -170,7 +173,7 @@ class Classifier:
         self,
         state: CustomerState,
         now_ms: int,
-        verdict: _Verdict | None = None,
+        verdict: Verdict | None = None,
         *,
         engagement: bool = True,
     ) -> Profile:
@@ -259,6 +262,7 @@ class Classifier:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, state: CustomerState, now_ms: int) -> list[OutputEvent]:
         """Run a due evaluation at event time ``now_ms``; mutates ``state``, returns outputs."""
+        self.last_verdict = None
         cause = fold_closed(state, now_ms, self.rules)
         state.evaluated_ms = now_ms
         if state.first_ms is None:
@@ -284,9 +288,10 @@ class Classifier:
             state.drift_level = v.level
         state.model_version = self.model.version
         state.next_due_ms = self._next_due(state, v, now_ms)
+        self.last_verdict = (now_ms, v)
         return out
 
-    def _next_due(self, state: CustomerState, v: _Verdict, now: int) -> int | None:
+    def _next_due(self, state: CustomerState, v: Verdict, now: int) -> int | None:
         """The earliest event time after ``now`` at which this customer must be re-run."""
         assert state.first_ms is not None and state.last_ms is not None
         best = state.pending[0][0] if state.pending else None

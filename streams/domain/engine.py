@@ -25,7 +25,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Protocol
 
-from streams.domain.classify import Classifier
+from streams.domain.classify import Classifier, Verdict
 from streams.domain.events import DomainEvent, DuplicateEvent, LateEvent
 from streams.domain.facts import (
     MS_PER_DAY,
@@ -83,6 +83,8 @@ class PartitionEngine:
         self._due: list[tuple[int, str]] = []
         # customers whose profile changed (purchases folded or outputs made), for the views
         self.changed: set[str] = set()
+        # their latest verdicts (event time, verdict), reused for their profiles
+        self.verdicts: dict[str, tuple[int, Verdict]] = {}
 
     # ------------------------------------------------------------------ time
     @property
@@ -136,6 +138,8 @@ class PartitionEngine:
             out.extend(self.classifier.evaluate(state, due))
         if out or state.folded_ms != folded:
             self.changed.add(state.customer_id)
+            if self.classifier.last_verdict is not None:
+                self.verdicts[state.customer_id] = self.classifier.last_verdict
         self._schedule(state)
         return out
 
@@ -207,6 +211,7 @@ class PartitionEngine:
     def set_model(self, model: Model, states: Iterable[CustomerState]) -> None:
         """Adopt a new model: due times depend on it, so every customer is re-scheduled now."""
         self.classifier = Classifier(self.rules, model)
+        self.verdicts.clear()
         now = self.clock_ms
         due: list[tuple[int, str]] = []
         for s in states:
