@@ -136,9 +136,7 @@ class Proc:
         self.stop()
 
 
-def worker(
-    settings: Settings, name: str, *args: str, **update: object
-) -> tuple[Proc, int]:
+def worker(settings: Settings, name: str, *args: str, **update: object) -> tuple[Proc, int]:
     """Start ``rfm-stream worker [args]`` for ``settings`` (+ updates); returns it, its port."""
     port = free_port()
     s = settings.model_copy(update={"web_port": port, "live_clock": False, **update})

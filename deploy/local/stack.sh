@@ -17,20 +17,37 @@ Runs the local development stack of rfm-stream without Docker: one Apache Kafka 
 (KRaft mode, broker and controller in one JVM, started from the official jars on Maven
 Central with this machine's JDK) and one Redis server (this machine's redis-server).
 
+Next to the plain endpoints (the default for rfm-stream) it always runs secured ones, to test
+clients configured like production: the same broker also listens with SASL_SSL (TLS +
+SCRAM-SHA-512, user "rfm"), and a second, TLS-only Redis lets in only the user "rfm" with its
+password (no anonymous access). The CA, server certificate and passwords are throwaway ones
+generated at the first start (see Files, and env --secure).
+
 Commands
   start    Start the service(s) and wait until they answer (Kafka: a metadata request;
            Redis: PING). Already running and healthy: says so, exits 0.
-           On first use it downloads the Kafka jars with Maven into the cache and installs
-           redis-server (and kcat, optional) with apt-get if they are missing.
+           On first use it downloads the Kafka jars with Maven into the cache, installs
+           redis-server (and kcat, optional) with apt-get if they are missing, and generates
+           the TLS files and passwords of the secured endpoints with openssl.
+           A broker started by an older stack.sh (no SASL_SSL listener) is left running; a
+           warning says to restart it.
   stop     Stop the service(s): SIGTERM, wait up to \$RFM_STOP_TIMEOUT s (30), then SIGKILL.
            Already stopped: exits 0.
-  status   Print state, address, pid and log file of each service. Exits 0 only if every
-           requested service is running and healthy.
-  wipe     Stop the service(s) and delete their data, logs and remembered ports.
+  status   Print state, address, pid and log file of each service and secured endpoint
+           (SASL_SSL healthy: a TLS handshake verified against the CA; Redis TLS healthy:
+           redis-cli logs in as "rfm" over TLS and gets PONG). Exits 0 only
+           if every requested service and endpoint is running and healthy.
+  wipe     Stop the service(s) and delete their data, logs and remembered ports (redis:
+           both Redis servers). The TLS files and passwords go with the last service wiped.
            The jar cache is kept.
   env      Print the connection settings of the running stack (the content of
-           .local/stack.env): RFM_KAFKA_BOOTSTRAP=... and RFM_REDIS_URL=...
+           .local/stack.env): RFM_KAFKA_BOOTSTRAP=... and RFM_REDIS_URL=..., and the
+           secured endpoints as RFM_SECURE_*=... (which rfm-stream itself does not read).
            With --export, prefix each line with "export " for: eval "\$($SELF env --export)"
+           With --secure, print instead the rfm-stream settings for the secured endpoints
+           (RFM_KAFKA_SECURITY_PROTOCOL=SASL_SSL, RFM_KAFKA_SASL_*, RFM_KAFKA_SSL_CAFILE,
+           RFM_REDIS_URL=rediss://..., RFM_REDIS_PASSWORD, RFM_REDIS_SSL_CAFILE), e.g.
+               eval "\$($SELF env --secure --export)"; rfm-stream health
   logs     Print the last lines of the log file(s); -f follows them, -n N sets the count.
 
 Service
@@ -40,18 +57,30 @@ Options
   -f, --follow             logs: keep following the files (Ctrl-C to end)
   -n, --lines N            logs: how many lines to show (default 100)
       --export             env: print "export KEY=VALUE" lines
+      --secure             env: the rfm-stream settings for the secured endpoints
   -h, --help               This text.
 
 Ports
-  Kafka listens on 127.0.0.1:9092, its KRaft controller on 127.0.0.1:9093, Redis on
-  127.0.0.1:6379. A port held by another program is not taken: the stack picks a free one
-  and says so. The ports chosen are remembered and reused on the next start, so clients
-  keep working across stop/start. Set RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT or
-  RFM_REDIS_PORT to insist on a port (start fails if it is taken).
+  Kafka listens on 127.0.0.1:9092 (PLAINTEXT) and 127.0.0.1:9094 (SASL_SSL), its KRaft
+  controller on 127.0.0.1:9093, Redis on 127.0.0.1:6379 and the TLS Redis on 127.0.0.1:6380.
+  A port held by another program is not taken: the stack picks a free one (default + 10000
+  and up) and says so. The ports chosen are remembered and reused on the next start, so
+  clients keep working across stop/start. Set RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT,
+  RFM_KAFKA_SASL_SSL_PORT, RFM_REDIS_PORT or RFM_REDIS_TLS_PORT to insist on a port (start
+  fails if it is taken).
   The ports in use are always in .local/stack.env, e.g.
       RFM_KAFKA_BOOTSTRAP=127.0.0.1:9092
       RFM_REDIS_URL=redis://127.0.0.1:6379/0
-  which every rfm-stream command, the worker and the tests read.
+      RFM_SECURE_CAFILE=<local dir>/secure/ca.pem
+      RFM_SECURE_KAFKA_BOOTSTRAP=127.0.0.1:9094
+      RFM_SECURE_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+      RFM_SECURE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+      RFM_SECURE_KAFKA_USERNAME=rfm
+      RFM_SECURE_KAFKA_PASSWORD=<generated>
+      RFM_SECURE_REDIS_URL=rediss://rfm@127.0.0.1:6380/0
+      RFM_SECURE_REDIS_PASSWORD=<generated>
+  which every rfm-stream command, the worker and the tests read (the RFM_SECURE_* lines
+  only the security tests; rfm-stream uses the plain endpoints unless told otherwise).
 
 Files
   \$RFM_LOCAL_DIR (default <repo>/.local; now $(local_dir_display))
@@ -59,25 +88,33 @@ Files
       kafka/server.properties    rendered from deploy/local/kafka/server.properties
       kafka/data/                Kafka log segments and KRaft metadata
       kafka/cluster.id           KRaft cluster id, generated once
-      kafka/kafka.pid, redis/redis.pid
+      kafka/scram-user.sha256    marks the SCRAM user as created for this data and password
+      kafka/kafka.pid, redis/redis.pid, redis-tls/redis.pid
       redis/redis.conf           rendered from deploy/local/redis/redis.conf
       redis/                     Redis append-only file and snapshot
+      redis-tls/redis.conf       rendered from deploy/local/redis/redis-tls.conf (no data kept)
+      secure/ca.pem, ca.key      throwaway CA (10 years; kept while valid)
+      secure/server.pem, server.key, server-keystore.pem
+                                 server certificate for 127.0.0.1 and localhost (825 days)
+      secure/kafka.password, redis.password
+                                 passwords of the user "rfm" (mode 0600)
       logs/kafka.log             broker log (log4j2: deploy/local/kafka/log4j2.yaml)
       logs/kafka.out             JVM stdout/stderr (crashes, JVM errors)
-      logs/redis.log             Redis log
+      logs/redis.log, logs/redis-tls.log   Redis logs
   \$RFM_CACHE_DIR (default ~/.cache/rfm-stream)
       kafka-<version>/libs       broker jars; the version is pinned in deploy/local/pom.xml
 
 Environment
   RFM_LOCAL_DIR, RFM_CACHE_DIR          see Files
-  RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT, RFM_REDIS_PORT   see Ports
+  RFM_KAFKA_PORT, RFM_KAFKA_CONTROLLER_PORT, RFM_KAFKA_SASL_SSL_PORT,
+  RFM_REDIS_PORT, RFM_REDIS_TLS_PORT    see Ports
   RFM_KAFKA_HEAP_OPTS                   JVM heap flags (default "-Xms256m -Xmx1g")
   RFM_KAFKA_START_TIMEOUT               seconds to wait for Kafka to answer (default 90)
   RFM_REDIS_START_TIMEOUT               seconds to wait for Redis to answer (default 30)
   RFM_STOP_TIMEOUT                      seconds between SIGTERM and SIGKILL (default 30)
 
-Needs: Linux, bash, a JDK 17+ (java) and Maven (mvn) for the first download; redis-server
-and kcat are installed with apt-get (as root or with sudo) when missing.
+Needs: Linux, bash, a JDK 17+ (java) and Maven (mvn) for the first download; redis-server,
+openssl and kcat are installed with apt-get (as root or with sudo) when missing.
 EOF
 }
 
@@ -132,9 +169,31 @@ REDIS_PID_FILE="$REDIS_DIR/redis.pid"
 REDIS_LOG="$LOG_DIR/redis.log"
 REDIS_TEMPLATE="$SCRIPT_DIR/redis/redis.conf"
 
+# The secured endpoints: Kafka's SASL_SSL listener (same broker) and a TLS-only Redis with
+# passwords (a second redis-server), with a throwaway CA, server certificate and passwords.
+SECURE_DIR="$LOCAL_DIR/secure"
+CA_CERT="$SECURE_DIR/ca.pem"
+CA_KEY="$SECURE_DIR/ca.key"
+SERVER_CERT="$SECURE_DIR/server.pem"
+SERVER_KEY="$SECURE_DIR/server.key"
+SERVER_KEYSTORE="$SECURE_DIR/server-keystore.pem"
+KAFKA_PASSWORD_FILE="$SECURE_DIR/kafka.password"
+REDIS_PASSWORD_FILE="$SECURE_DIR/redis.password"
+SECURE_USER=rfm
+SCRAM_MECHANISM=SCRAM-SHA-512
+KAFKA_SCRAM_MARKER="$KAFKA_DIR/scram-user.sha256"
+
+REDIS_TLS_DIR="$LOCAL_DIR/redis-tls"
+REDIS_TLS_CONF="$REDIS_TLS_DIR/redis.conf"
+REDIS_TLS_PID_FILE="$REDIS_TLS_DIR/redis.pid"
+REDIS_TLS_LOG="$LOG_DIR/redis-tls.log"
+REDIS_TLS_TEMPLATE="$SCRIPT_DIR/redis/redis-tls.conf"
+
 DEFAULT_KAFKA_PORT=9092
 DEFAULT_CONTROLLER_PORT=9093
+DEFAULT_SASL_SSL_PORT=9094
 DEFAULT_REDIS_PORT=6379
+DEFAULT_REDIS_TLS_PORT=6380
 
 KAFKA_START_TIMEOUT=${RFM_KAFKA_START_TIMEOUT:-90}
 REDIS_START_TIMEOUT=${RFM_REDIS_START_TIMEOUT:-30}
@@ -289,10 +348,119 @@ set_stack_env() {
   mv -f "$tmp" "$STACK_ENV"
 }
 
+unset_stack_env() {
+  local key
+  [[ -f $STACK_ENV ]] || return 0
+  for key in "$@"; do
+    set_stack_env "$key" ""
+  done
+}
+
 stack_env_value() {
   local key=$1
   [[ -f $STACK_ENV ]] || return 0
   sed -n "s/^$key=//p" "$STACK_ENV" | tail -n1
+}
+
+# ----------------------------------------------------------------------------------------
+# Secured endpoints: a throwaway CA, a server certificate for 127.0.0.1 and localhost, and
+# the passwords of the user "rfm" (Kafka SCRAM, Redis ACL). Generated once into
+# $SECURE_DIR and reused, so clients keep working across stop/start; wipe deletes them.
+
+OPENSSL_CNF='
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = rfm-stream local stack CA (throwaway)
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+'
+
+ensure_openssl() {
+  have openssl && return 0
+  apt_install openssl ||
+    die "openssl not found and could not be installed; install it as root: apt-get install -y openssl"
+}
+
+# Usable: every file there, the server certificate verifies against the CA, and neither
+# expires within a day.
+tls_files_valid() {
+  local file
+  for file in "$CA_CERT" "$CA_KEY" "$SERVER_CERT" "$SERVER_KEY" "$SERVER_KEYSTORE"; do
+    [[ -s $file ]] || return 1
+  done
+  openssl verify -CAfile "$CA_CERT" "$SERVER_CERT" >/dev/null 2>&1 &&
+    openssl x509 -noout -checkend 86400 -in "$SERVER_CERT" >/dev/null 2>&1 &&
+    openssl x509 -noout -checkend 86400 -in "$CA_CERT" >/dev/null 2>&1
+}
+
+# The CA is kept while it has a month left (clients may have its path configured); the
+# server certificate is issued again. Keys are PKCS#8 PEM, unencrypted, mode 0600.
+generate_tls_files() {
+  local log="$LOG_DIR/openssl.log" cnf rc
+  cnf=$(mktemp "$SECURE_DIR/openssl.cnf.XXXXXX")
+  printf '%s\n' "$OPENSSL_CNF" >"$cnf"
+  set +e
+  (
+    set -e
+    umask 077
+    cd "$SECURE_DIR"
+    if [[ ! -s $CA_KEY || ! -s $CA_CERT ]] ||
+      ! openssl x509 -noout -checkend 2592000 -in "$CA_CERT" >/dev/null 2>&1; then
+      openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out ca.key.tmp
+      openssl req -x509 -new -key ca.key.tmp -sha256 -days 3650 -config "$cnf" -extensions ca \
+        -out ca.pem.tmp
+      mv -f ca.key.tmp "$CA_KEY"
+      mv -f ca.pem.tmp "$CA_CERT"
+    fi
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server.key.tmp
+    openssl req -new -key server.key.tmp -subj /CN=localhost -config "$cnf" -out server.csr.tmp
+    openssl x509 -req -in server.csr.tmp -CA "$CA_CERT" -CAkey "$CA_KEY" \
+      -set_serial "0x$(openssl rand -hex 16)" -sha256 -days 825 -extfile "$cnf" \
+      -extensions server -out server.pem.tmp
+    # Kafka's PEM keystore: the private key followed by the certificate chain.
+    cat server.key.tmp server.pem.tmp >server-keystore.pem.tmp
+    rm -f server.csr.tmp
+    mv -f server.key.tmp "$SERVER_KEY"
+    mv -f server.pem.tmp "$SERVER_CERT"
+    mv -f server-keystore.pem.tmp "$SERVER_KEYSTORE"
+    chmod 644 "$CA_CERT" "$SERVER_CERT"
+  ) >>"$log" 2>&1
+  rc=$?
+  set -e
+  rm -f "$cnf" "$SECURE_DIR"/*.tmp
+  if ((rc != 0)); then
+    tail -n 10 "$log" >&2 || true
+    die "openssl could not generate the TLS files in $(show_path "$SECURE_DIR") (log: $(show_path "$log"))"
+  fi
+  say "generated a throwaway CA and a server certificate for 127.0.0.1/localhost in $(show_path "$SECURE_DIR")"
+}
+
+ensure_password() {
+  local file=$1
+  [[ -s $file ]] && return 0
+  (umask 077 && openssl rand -hex 24 >"$file.tmp")
+  mv -f "$file.tmp" "$file"
+}
+
+ensure_secure_files() {
+  ensure_openssl
+  mkdir -p "$SECURE_DIR" "$LOG_DIR"
+  tls_files_valid || generate_tls_files
+  ensure_password "$KAFKA_PASSWORD_FILE"
+  ensure_password "$REDIS_PASSWORD_FILE"
+  set_stack_env RFM_SECURE_CAFILE "$CA_CERT"
 }
 
 # ----------------------------------------------------------------------------------------
@@ -394,6 +562,12 @@ conf_controller_port() {
   sed -n 's#^listeners=.*CONTROLLER://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$KAFKA_CONF" | head -n1
 }
 
+# Empty when the broker's configuration has no SASL_SSL listener (rendered by an older stack.sh).
+conf_sasl_ssl_port() {
+  [[ -f $KAFKA_CONF ]] || return 0
+  sed -n 's#^listeners=.*SASL_SSL://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$KAFKA_CONF" | head -n1
+}
+
 # Metadata v4 request over a plain socket (stdlib only): used when kcat is not installed.
 # v4 is the oldest Metadata version Kafka 4 still accepts (KIP-896).
 KAFKA_PROBE_PY='
@@ -431,6 +605,62 @@ kafka_healthy() {
     port_in_use "$port" && grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null
   fi
 }
+
+# Healthy means the listener completes a TLS handshake whose certificate verifies against our
+# CA (the SCRAM login itself is covered by tests/integration/test_security.py). Not kcat:
+# librdkafka before 2.6.1 (Debian's kcat has 2.0.2) computes a SCRAM proof that Kafka 4
+# rejects as invalid credentials (librdkafka#4895).
+kafka_sasl_ssl_healthy() {
+  local port=$1
+  [[ -n $port ]] || return 1
+  # No port_in_use first: a bare connect makes a TLS server log an error; a closed port fails
+  # the handshake at once anyway.
+  timeout 10 openssl s_client -connect "127.0.0.1:$port" -CAfile "$CA_CERT" \
+    -verify_return_error -brief </dev/null >/dev/null 2>&1
+}
+
+scram_marker_value() {
+  printf '%s' "$SECURE_USER:$SCRAM_MECHANISM:$(<"$KAFKA_PASSWORD_FILE")" | sha256sum | cut -d' ' -f1
+}
+
+# The SCRAM user lives in the cluster metadata: created once per data directory and password
+# (a marker remembers it), so most starts do not pay for the extra JVM.
+ensure_kafka_scram_user() {
+  local port=$1 want
+  want=$(scram_marker_value)
+  if [[ -f $KAFKA_SCRAM_MARKER && $(<"$KAFKA_SCRAM_MARKER") == "$want" ]]; then
+    return 0
+  fi
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$port" --alter \
+    --add-config "$SCRAM_MECHANISM=[password=$(<"$KAFKA_PASSWORD_FILE")]" \
+    --entity-type users --entity-name "$SECURE_USER" >>"$KAFKA_OUT" 2>&1 ||
+    kafka_fail "could not create the SCRAM user $SECURE_USER (kafka-configs --alter --entity-type users); see $(show_path "$KAFKA_OUT")"
+  printf '%s\n' "$want" >"$KAFKA_SCRAM_MARKER"
+  say "kafka: SCRAM user $SECURE_USER ready ($SCRAM_MECHANISM)"
+}
+
+# After the plain listener answers: the user exists and the SASL_SSL listener lets it in.
+kafka_secure_ready() {
+  local pid=$1 port=$2 sasl_port=$3 deadline
+  ensure_kafka_scram_user "$port"
+  deadline=$(($(now_ms) + 30000))
+  until kafka_sasl_ssl_healthy "$sasl_port"; do
+    pid_alive "$pid" || kafka_fail "Kafka (pid $pid) exited during start-up"
+    if (($(now_ms) > deadline)); then
+      kafka_fail "the SASL_SSL listener on 127.0.0.1:$sasl_port does not complete a TLS handshake verified against $(show_path "$CA_CERT")"
+    fi
+    sleep 0.3
+  done
+  set_stack_env RFM_SECURE_KAFKA_BOOTSTRAP "127.0.0.1:$sasl_port"
+  set_stack_env RFM_SECURE_KAFKA_SECURITY_PROTOCOL SASL_SSL
+  set_stack_env RFM_SECURE_KAFKA_SASL_MECHANISM "$SCRAM_MECHANISM"
+  set_stack_env RFM_SECURE_KAFKA_USERNAME "$SECURE_USER"
+  set_stack_env RFM_SECURE_KAFKA_PASSWORD "$(<"$KAFKA_PASSWORD_FILE")"
+  say "kafka SASL_SSL ready on 127.0.0.1:$sasl_port (SCRAM user $SECURE_USER, CA $(show_path "$CA_CERT"))"
+}
+
+UNSET_SECURE_KAFKA=(RFM_SECURE_KAFKA_BOOTSTRAP RFM_SECURE_KAFKA_SECURITY_PROTOCOL
+  RFM_SECURE_KAFKA_SASL_MECHANISM RFM_SECURE_KAFKA_USERNAME RFM_SECURE_KAFKA_PASSWORD)
 
 # kcat is optional: one failed installation attempt is remembered (until wipe), so that every
 # later start does not pay for another apt-get update.
@@ -498,10 +728,11 @@ wait_kafka_ready() {
 }
 
 start_kafka() {
-  local started pid port controller_port cluster_id
+  local started pid port controller_port sasl_port cluster_id
   started=$(now_ms)
   ensure_kcat
   mkdir -p "$KAFKA_DIR" "$LOG_DIR"
+  ensure_secure_files
 
   pid=$(kafka_pid)
   if [[ -n $pid ]]; then
@@ -513,6 +744,13 @@ start_kafka() {
       wait_kafka_ready "$pid" "$port" "$started"
     fi
     set_stack_env RFM_KAFKA_BOOTSTRAP "127.0.0.1:$port"
+    sasl_port=$(conf_sasl_ssl_port)
+    if [[ -n $sasl_port ]]; then
+      kafka_secure_ready "$pid" "$port" "$sasl_port"
+    else
+      unset_stack_env "${UNSET_SECURE_KAFKA[@]}"
+      warn "kafka (pid $pid) was started by an older $SELF, without the SASL_SSL listener; restart it to get one: $SELF stop kafka && $SELF start kafka"
+    fi
     return
   fi
 
@@ -521,8 +759,11 @@ start_kafka() {
   port=$(choose_port kafka RFM_KAFKA_PORT "$DEFAULT_KAFKA_PORT" "$(conf_kafka_port)")
   controller_port=$(choose_port "kafka controller" RFM_KAFKA_CONTROLLER_PORT \
     "$DEFAULT_CONTROLLER_PORT" "$(conf_controller_port)" "$port")
+  sasl_port=$(choose_port "kafka SASL_SSL" RFM_KAFKA_SASL_SSL_PORT \
+    "$DEFAULT_SASL_SSL_PORT" "$(conf_sasl_ssl_port)" "$port" "$controller_port")
   render "$KAFKA_TEMPLATE" "$KAFKA_CONF" \
-    @KAFKA_PORT@ "$port" @CONTROLLER_PORT@ "$controller_port" @DATA_DIR@ "$KAFKA_DATA"
+    @KAFKA_PORT@ "$port" @CONTROLLER_PORT@ "$controller_port" @SASL_SSL_PORT@ "$sasl_port" \
+    @DATA_DIR@ "$KAFKA_DATA" @SERVER_KEYSTORE@ "$SERVER_KEYSTORE"
 
   # One run per file, so a failure shows this run's JVM output; the previous run's is kept.
   if [[ -s $KAFKA_OUT ]]; then
@@ -539,9 +780,13 @@ start_kafka() {
   fi
   cluster_id=$(<"$KAFKA_CLUSTER_ID_FILE")
   if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
-    # --cluster-id=ID, not -t ID: a generated id may start with "-".
+    # --cluster-id=ID, not -t ID: a generated id may start with "-". The SCRAM user goes into
+    # the bootstrap metadata, which saves a kafka-configs run after the start.
+    rm -f "$KAFKA_SCRAM_MARKER"
     kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$KAFKA_CONF" \
+      --add-scram "$SCRAM_MECHANISM=[name=$SECURE_USER,password=$(<"$KAFKA_PASSWORD_FILE")]" \
       >>"$KAFKA_OUT" 2>&1 || kafka_fail "formatting the KRaft storage in $(show_path "$KAFKA_DATA") failed; see $(show_path "$KAFKA_OUT")"
+    scram_marker_value >"$KAFKA_SCRAM_MARKER"
   fi
 
   # A new session (setsid) detaches the broker from this shell and its terminal, so it
@@ -555,9 +800,10 @@ start_kafka() {
     </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   pid=$!
   printf '%s\n' "$pid" >"$KAFKA_PID_FILE"
-  say "kafka starting on 127.0.0.1:$port (controller 127.0.0.1:$controller_port, pid $pid, log $(show_path "$KAFKA_LOG"))"
+  say "kafka starting on 127.0.0.1:$port (SASL_SSL 127.0.0.1:$sasl_port, controller 127.0.0.1:$controller_port, pid $pid, log $(show_path "$KAFKA_LOG"))"
   wait_kafka_ready "$pid" "$port" "$started"
   set_stack_env RFM_KAFKA_BOOTSTRAP "127.0.0.1:$port"
+  kafka_secure_ready "$pid" "$port" "$sasl_port"
 }
 
 # ----------------------------------------------------------------------------------------
@@ -565,32 +811,41 @@ start_kafka() {
 
 # A Redis process is ours if it runs in our Redis directory (it chdirs to "dir"; its
 # command line is rewritten to "redis-server 127.0.0.1:<port>", so it cannot be used).
+# is_our_redis PID [DIR] — DIR: $REDIS_DIR (default) or $REDIS_TLS_DIR.
 is_our_redis() {
-  local pid=$1
+  local pid=$1 home=${2:-$REDIS_DIR}
   pid_alive "$pid" &&
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* ]] &&
-    [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$REDIS_DIR" ]]
+    [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$home" ]]
 }
 
+# redis_pid [PID_FILE DIR] — default: the plain Redis.
 redis_pid() {
-  local pid dir
-  pid=$(cat "$REDIS_PID_FILE" 2>/dev/null || true)
-  if [[ -n $pid ]] && is_our_redis "$pid"; then
+  local pid_file=${1:-$REDIS_PID_FILE} home=${2:-$REDIS_DIR} pid dir
+  pid=$(cat "$pid_file" 2>/dev/null || true)
+  if [[ -n $pid ]] && is_our_redis "$pid" "$home"; then
     printf '%s' "$pid"
     return
   fi
   for dir in /proc/[0-9]*; do
     pid=${dir#/proc/}
-    if is_our_redis "$pid"; then
+    if is_our_redis "$pid" "$home"; then
       printf '%s' "$pid"
       return
     fi
   done
 }
 
+redis_tls_pid() { redis_pid "$REDIS_TLS_PID_FILE" "$REDIS_TLS_DIR"; }
+
 conf_redis_port() {
   [[ -f $REDIS_CONF ]] || return 0
   sed -n 's/^port \([0-9]*\)$/\1/p' "$REDIS_CONF" | head -n1
+}
+
+conf_redis_tls_port() {
+  [[ -f $REDIS_TLS_CONF ]] || return 0
+  sed -n 's/^tls-port \([0-9]*\)$/\1/p' "$REDIS_TLS_CONF" | head -n1
 }
 
 # Healthy means PING answers PONG (a Redis still loading its append-only file says LOADING).
@@ -652,12 +907,68 @@ start_redis() {
   set_stack_env RFM_REDIS_URL "redis://127.0.0.1:$port/0"
 }
 
+# redis_fail MESSAGE [LOG]
 redis_fail() {
+  local log=${2:-$REDIS_LOG}
   {
-    printf 'stack: --- last lines of %s ---\n' "$(show_path "$REDIS_LOG")"
-    tail -n 15 "$REDIS_LOG" 2>/dev/null || true
+    printf 'stack: --- last lines of %s ---\n' "$(show_path "$log")"
+    tail -n 15 "$log" 2>/dev/null || true
   } >&2
-  die "$1 (full log: $(show_path "$REDIS_LOG"))"
+  die "$1 (full log: $(show_path "$log"))"
+}
+
+# Healthy means PING answers PONG over TLS (verified against our CA) after logging in as
+# $SECURE_USER. The password goes through the environment, not the command line.
+redis_tls_healthy() {
+  local port=$1 reply
+  [[ -n $port && -s $REDIS_PASSWORD_FILE ]] || return 1
+  reply=$(REDISCLI_AUTH=$(<"$REDIS_PASSWORD_FILE") timeout 5 redis-cli --tls --cacert "$CA_CERT" \
+    -h 127.0.0.1 -p "$port" --user "$SECURE_USER" PING 2>/dev/null) || return 1
+  [[ $reply == PONG* ]]
+}
+
+UNSET_SECURE_REDIS=(RFM_SECURE_REDIS_URL RFM_SECURE_REDIS_PASSWORD)
+
+# The secured Redis: a second redis-server, TLS only, default user off (redis-tls.conf).
+start_redis_tls() {
+  local started pid port deadline password_hash
+  started=$(now_ms)
+  ensure_secure_files
+  mkdir -p "$REDIS_TLS_DIR" "$LOG_DIR"
+
+  pid=$(redis_tls_pid)
+  if [[ -n $pid ]] && redis_tls_healthy "$(conf_redis_tls_port)"; then
+    port=$(conf_redis_tls_port)
+    say "redis TLS already running on 127.0.0.1:$port (pid $pid)"
+  else
+    if [[ -z $pid ]]; then
+      port=$(choose_port "redis TLS" RFM_REDIS_TLS_PORT "$DEFAULT_REDIS_TLS_PORT" \
+        "$(conf_redis_tls_port)" "$(conf_redis_port)")
+      password_hash=$(printf '%s' "$(<"$REDIS_PASSWORD_FILE")" | sha256sum | cut -d' ' -f1)
+      render "$REDIS_TLS_TEMPLATE" "$REDIS_TLS_CONF" \
+        @REDIS_TLS_PORT@ "$port" @REDIS_DIR@ "$REDIS_TLS_DIR" @LOG_FILE@ "$REDIS_TLS_LOG" \
+        @SERVER_CERT@ "$SERVER_CERT" @SERVER_KEY@ "$SERVER_KEY" @CA_CERT@ "$CA_CERT" \
+        @USER@ "$SECURE_USER" @PASSWORD_SHA256@ "$password_hash"
+      rm -f "$REDIS_TLS_PID_FILE"
+      (cd "$REDIS_TLS_DIR" && redis-server "$REDIS_TLS_CONF" </dev/null >>"$REDIS_TLS_LOG" 2>&1 9>&-) ||
+        redis_fail "redis-server $(show_path "$REDIS_TLS_CONF") failed to start" "$REDIS_TLS_LOG"
+      say "redis TLS starting on 127.0.0.1:$port (log $(show_path "$REDIS_TLS_LOG"))"
+    else
+      port=$(conf_redis_tls_port)
+    fi
+    deadline=$(($(now_ms) + REDIS_START_TIMEOUT * 1000))
+    until redis_tls_healthy "$port"; do
+      if (($(now_ms) > deadline)); then
+        redis_fail "redis TLS did not answer PING (TLS, user $SECURE_USER) on 127.0.0.1:$port within $REDIS_START_TIMEOUT s" "$REDIS_TLS_LOG"
+      fi
+      sleep 0.2
+    done
+    pid=$(redis_tls_pid)
+    [[ -n $pid ]] || redis_fail "something answers on 127.0.0.1:$port, but it is not the Redis started from $(show_path "$REDIS_TLS_DIR")" "$REDIS_TLS_LOG"
+    say "redis TLS ready on 127.0.0.1:$port (pid $pid, user $SECURE_USER, $(elapsed_since "$started"))"
+  fi
+  set_stack_env RFM_SECURE_REDIS_URL "rediss://$SECURE_USER@127.0.0.1:$port/0"
+  set_stack_env RFM_SECURE_REDIS_PASSWORD "$(<"$REDIS_PASSWORD_FILE")"
 }
 
 # ----------------------------------------------------------------------------------------
@@ -697,46 +1008,71 @@ stop_service() {
   fi
   case $service in
   kafka) rm -f "$KAFKA_PID_FILE" ;;
-  redis) rm -f "$REDIS_PID_FILE" ;;
+  redis)
+    rm -f "$REDIS_PID_FILE"
+    pid=$(redis_tls_pid)
+    if [[ -n $pid ]]; then
+      stop_pid "redis TLS" "$pid"
+    fi
+    rm -f "$REDIS_TLS_PID_FILE"
+    ;;
   esac
 }
 
-status_service() {
-  local service=$1 pid port log state address
-  case $service in
-  kafka)
-    pid=$(kafka_pid)
-    port=$(conf_kafka_port)
-    log=$KAFKA_LOG
-    ;;
-  redis)
-    pid=$(redis_pid)
-    port=$(conf_redis_port)
-    log=$REDIS_LOG
-    ;;
-  esac
+STATUS_FORMAT='%-15s %-10s %-16s %-12s %s\n'
+STATUS_MISSING=0 # set by status_line: a process runs without an endpoint it should have
+
+# status_line NAME PID PORT HEALTH_FUNCTION LOG — prints one line; true when healthy.
+status_line() {
+  local name=$1 pid=$2 port=$3 healthy=$4 log=$5 state address
   address=${port:+127.0.0.1:$port}
   if [[ -z $pid ]]; then
     state=stopped
-  elif "${service}_healthy" "$port"; then
+  elif [[ -z $port ]]; then
+    state=missing # the process runs without this endpoint: started by an older stack.sh
+    STATUS_MISSING=1
+  elif "$healthy" "$port"; then
     state=healthy
   else
     state=unhealthy
   fi
-  printf '%-6s %-10s %-16s %-12s %s\n' "$service" "$state" "${address:--}" "${pid:+pid $pid}" "log $(show_path "$log")"
+  # shellcheck disable=SC2059
+  printf "$STATUS_FORMAT" "$name" "$state" "${address:--}" "${pid:+pid $pid}" "log $(show_path "$log")"
   [[ $state == healthy ]]
+}
+
+status_service() {
+  local service=$1 pid rc=0
+  case $service in
+  kafka)
+    pid=$(kafka_pid)
+    status_line kafka "$pid" "$(conf_kafka_port)" kafka_healthy "$KAFKA_LOG" || rc=1
+    status_line "kafka SASL_SSL" "$pid" "$(conf_sasl_ssl_port)" kafka_sasl_ssl_healthy "$KAFKA_LOG" || rc=1
+    ;;
+  redis)
+    status_line redis "$(redis_pid)" "$(conf_redis_port)" redis_healthy "$REDIS_LOG" || rc=1
+    status_line "redis TLS" "$(redis_tls_pid)" "$(conf_redis_tls_port)" redis_tls_healthy "$REDIS_TLS_LOG" || rc=1
+    ;;
+  esac
+  return "$rc"
 }
 
 cmd_status() {
   local rc=0 service
-  printf '%-6s %-10s %-16s %-12s %s\n' service state address pid log
+  # shellcheck disable=SC2059
+  printf "$STATUS_FORMAT" service state address pid log
   for service in "$@"; do
     status_service "$service" || rc=1
   done
   if [[ " $* " == *" kafka "* ]]; then
     printf 'kafka %s, jars %s, data %s\n' "$(kafka_version)" "$(kafka_libs)" "$(show_path "$KAFKA_DATA")"
   fi
-  if ((rc != 0)); then
+  if [[ -f $CA_CERT ]]; then
+    printf 'secured endpoints: CA %s, user %s (%s env --secure)\n' "$(show_path "$CA_CERT")" "$SECURE_USER" "$SELF"
+  fi
+  if ((STATUS_MISSING != 0)); then
+    printf 'kafka was started by an older %s, without its SASL_SSL listener: restart it (%s stop kafka && %s start kafka)\n' "$SELF" "$SELF" "$SELF"
+  elif ((rc != 0)); then
     local which=""
     (($# == 1)) && which=" $1"
     printf 'not every service is healthy: start with %s start%s\n' "$SELF" "$which"
@@ -752,16 +1088,23 @@ cmd_wipe() {
     kafka)
       rm -rf "$KAFKA_DIR"
       rm -f "$KAFKA_LOG" "$KAFKA_LOG".[0-9]* "$KAFKA_OUT" "$KAFKA_OUT.1"
-      [[ -f $STACK_ENV ]] && set_stack_env RFM_KAFKA_BOOTSTRAP ""
+      unset_stack_env RFM_KAFKA_BOOTSTRAP "${UNSET_SECURE_KAFKA[@]}"
       ;;
     redis)
-      rm -rf "$REDIS_DIR"
-      rm -f "$REDIS_LOG"
-      [[ -f $STACK_ENV ]] && set_stack_env RFM_REDIS_URL ""
+      rm -rf "$REDIS_DIR" "$REDIS_TLS_DIR"
+      rm -f "$REDIS_LOG" "$REDIS_TLS_LOG"
+      unset_stack_env RFM_REDIS_URL "${UNSET_SECURE_REDIS[@]}"
       ;;
     esac
     say "$service data deleted"
   done
+  # The CA and passwords are shared by both services: deleted with the last of them.
+  if [[ ! -d $KAFKA_DIR && ! -d $REDIS_DIR && -d $SECURE_DIR ]]; then
+    rm -rf "$SECURE_DIR"
+    rm -f "$LOG_DIR/openssl.log"
+    unset_stack_env RFM_SECURE_CAFILE
+    say "TLS files and passwords deleted"
+  fi
   if [[ -f $STACK_ENV ]] && ! grep -q '^RFM_' "$STACK_ENV"; then
     rm -f "$STACK_ENV"
   fi
@@ -771,12 +1114,34 @@ cmd_wipe() {
   fi
 }
 
+# env: the content of stack.env. env --secure: the worker's own variables (RFM_KAFKA_*,
+# RFM_REDIS_*) for the secured endpoints, e.g. eval "$(stack.sh env --secure --export)".
 cmd_env() {
-  local export_prefix=$1
+  local export_prefix=$1 secure=$2 bootstrap redis_url cafile
   if [[ ! -f $STACK_ENV ]] || ! grep -q '^RFM_' "$STACK_ENV"; then
     die "$(show_path "$STACK_ENV") does not exist yet: start the stack with $SELF start"
   fi
-  grep '^RFM_' "$STACK_ENV" | sed "s/^/$export_prefix/"
+  if [[ $secure != 1 ]]; then
+    grep '^RFM_' "$STACK_ENV" | sed "s/^/$export_prefix/"
+    return
+  fi
+  bootstrap=$(stack_env_value RFM_SECURE_KAFKA_BOOTSTRAP)
+  redis_url=$(stack_env_value RFM_SECURE_REDIS_URL)
+  cafile=$(stack_env_value RFM_SECURE_CAFILE)
+  if [[ -z $bootstrap || -z $redis_url || -z $cafile ]]; then
+    die "$(show_path "$STACK_ENV") has no secured endpoints (RFM_SECURE_*): start the stack with $SELF start (a broker started by an older $SELF needs a restart)"
+  fi
+  {
+    printf 'RFM_KAFKA_BOOTSTRAP=%s\n' "$bootstrap"
+    printf 'RFM_KAFKA_SECURITY_PROTOCOL=%s\n' "$(stack_env_value RFM_SECURE_KAFKA_SECURITY_PROTOCOL)"
+    printf 'RFM_KAFKA_SASL_MECHANISM=%s\n' "$(stack_env_value RFM_SECURE_KAFKA_SASL_MECHANISM)"
+    printf 'RFM_KAFKA_SASL_USERNAME=%s\n' "$(stack_env_value RFM_SECURE_KAFKA_USERNAME)"
+    printf 'RFM_KAFKA_SASL_PASSWORD=%s\n' "$(stack_env_value RFM_SECURE_KAFKA_PASSWORD)"
+    printf 'RFM_KAFKA_SSL_CAFILE=%s\n' "$cafile"
+    printf 'RFM_REDIS_URL=%s\n' "$redis_url"
+    printf 'RFM_REDIS_PASSWORD=%s\n' "$(stack_env_value RFM_SECURE_REDIS_PASSWORD)"
+    printf 'RFM_REDIS_SSL_CAFILE=%s\n' "$cafile"
+  } | sed "s/^/$export_prefix/"
 }
 
 cmd_logs() {
@@ -786,7 +1151,10 @@ cmd_logs() {
   for service in "$@"; do
     case $service in
     kafka) [[ -f $KAFKA_LOG ]] && files+=("$KAFKA_LOG") ;;
-    redis) [[ -f $REDIS_LOG ]] && files+=("$REDIS_LOG") ;;
+    redis)
+      [[ -f $REDIS_LOG ]] && files+=("$REDIS_LOG")
+      [[ -f $REDIS_TLS_LOG ]] && files+=("$REDIS_TLS_LOG")
+      ;;
     esac
   done
   ((${#files[@]} > 0)) || die "no log files yet in $(show_path "$LOG_DIR"): start the stack with $SELF start"
@@ -797,7 +1165,7 @@ cmd_logs() {
 }
 
 main() {
-  local command="" service="" follow=0 lines=100 export_prefix="" s
+  local command="" service="" follow=0 lines=100 export_prefix="" secure=0 s
   while (($# > 0)); do
     case $1 in
     -h | --help | help)
@@ -813,6 +1181,7 @@ main() {
       shift
       ;;
     --export) export_prefix="export " ;;
+    --secure) secure=1 ;;
     start | stop | status | wipe | env | logs)
       [[ -z $command ]] || die "one command at a time (got '$command' and '$1'); see $SELF --help"
       command=$1
@@ -838,7 +1207,12 @@ main() {
   case $command in
   start)
     take_lock
-    for s in "${services[@]}"; do "start_$s"; done
+    for s in "${services[@]}"; do
+      "start_$s"
+      if [[ $s == redis ]]; then
+        start_redis_tls
+      fi
+    done
     ;;
   stop)
     take_lock
@@ -849,7 +1223,7 @@ main() {
     cmd_wipe "${services[@]}"
     ;;
   status) cmd_status "${services[@]}" ;;
-  env) cmd_env "$export_prefix" ;;
+  env) cmd_env "$export_prefix" "$secure" ;;
   logs) cmd_logs "$follow" "$lines" "${services[@]}" ;;
   esac
 }

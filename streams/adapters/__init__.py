@@ -6,6 +6,8 @@ idempotent, so the stream may retry it (:func:`with_backoff`) after a lost reply
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -13,6 +15,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from streams.adapters.offer_store import OfferStore, keep_ms_for
 from streams.adapters.redis_views import ProfileUpdate, ProfileViews
 from streams.adapters.retry import redis_location, with_backoff
+from streams.security import redis_options
+
+if TYPE_CHECKING:
+    from streams.config import Settings
 
 __all__ = [
     "OfferStore",
@@ -25,15 +31,21 @@ __all__ = [
 ]
 
 
-def connect(url: str, *, timeout_s: float = 5.0, max_connections: int = 32) -> Redis:
+def connect(target: Settings | str, *, timeout_s: float = 5.0, max_connections: int = 32) -> Redis:
     """An asyncio Redis client for the adapters.
+
+    ``target`` is the settings (URL, password and TLS from ``RFM_REDIS_*``, see
+    :func:`streams.security.redis_options`) or a bare URL (no more than the URL says).
 
     redis-py itself retries only twice, briefly, to ride out a single dropped connection;
     longer outages surface quickly to :func:`with_backoff`, which waits and says so in the
     log. The socket timeout turns a hung server into a retryable error instead of a stall.
     """
+    url = target if isinstance(target, str) else target.redis_url
+    security: dict[str, Any] = {} if isinstance(target, str) else redis_options(target)
     return Redis.from_url(
         url,
+        **security,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_keepalive=True,

@@ -6,7 +6,9 @@ classified, the true friends who stopped buying drift, Redis fills up. Headless 
 opens the dashboard with ``?token=`` and must show the same segment counts as the API; a
 screenshot is kept in ``tests/artifacts/`` (gitignored) for a human to look at.
 
-Skipped, saying why, when no Chromium is installed (``apt-get install -y chromium``).
+``./dev test`` installs Debian's Chromium when none is found. Without one the tests skip,
+saying why, on a developer's machine, and fail in CI (``CI=true``), where a skip would hide
+that the dashboard went untested.
 """
 
 from __future__ import annotations
@@ -40,16 +42,25 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 REPLAY_SECONDS = 15.0  # the year is spread over this long, so the chart has a shape
 
 
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab CI and most others set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="module")
 def browser() -> str:
-    """The browser to drive, or a skip that says how to get one (before any worker starts)."""
+    """The browser to drive, or a skip (a failure in CI) that says how to get one, before
+    any worker starts."""
     configured = os.environ.get("RFM_CHROMIUM")
     found = configured or next((p for b in BROWSERS if (p := shutil.which(b))), None)
     if not found:
-        pytest.skip(
-            "no headless Chromium found: install Debian's with `apt-get install -y chromium` "
-            "(as root), or point RFM_CHROMIUM at a Chromium/Chrome binary"
+        how = (
+            "install Debian's with `apt-get install -y chromium` (as root; `./dev test` does "
+            "it when it can), or point RFM_CHROMIUM at a Chromium/Chrome binary"
         )
+        if in_ci():
+            pytest.fail(f"no headless Chromium found, and CI is set: {how}", pytrace=False)
+        pytest.skip(f"no headless Chromium found: {how}")
     return found
 
 

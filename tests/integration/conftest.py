@@ -29,6 +29,7 @@ import redis
 from kafka import KafkaAdminClient
 
 from streams.config import Settings
+from streams.security import security_env
 
 T = TypeVar("T")
 
@@ -200,6 +201,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RFM_WEB_PORT": str(settings.web_port),
         "RFM_WEB_HOST": settings.web_host,
         "RFM_LOG_LEVEL": settings.log_level,
+        **security_env(settings),  # TLS / SASL / Redis AUTH (secrets: only for a child's env)
     }
 
 

@@ -7,9 +7,7 @@ identical content, nothing is missing, and no state counts an event twice.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,11 +17,12 @@ from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
 from streams.domain.state import CustomerState
-from streams.replay import Planned, plan, produce
+from streams.replay import plan, produce
 from streams.topics import ensure_topics
 from tests.integration.topology import (
     FAST_FAILOVER,
     OutputReader,
+    PacedProducer,
     WorkerProcess,
     assert_same_outputs,
     collect_expected,
@@ -60,35 +59,6 @@ def stopped(worker: WorkerProcess) -> bool:
     return worker.stop() in (0, None)
 
 
-class PacedProducer(threading.Thread):
-    """Produces the plan in chunks with pauses, so a worker can be killed half way."""
-
-    def __init__(self, planned: Sequence[Planned], settings: Settings) -> None:
-        super().__init__(name="paced-producer", daemon=True)
-        self.planned = list(planned)
-        self.settings = settings
-        self.error: BaseException | None = None
-        self.produced = 0
-        self.chunks = 0
-
-    def run(self) -> None:
-        try:
-            size = -(-len(self.planned) // CHUNKS)
-            for start in range(0, len(self.planned), size):
-                self.produced += produce(self.planned[start : start + size], self.settings)
-                self.chunks += 1
-                time.sleep(CHUNK_PAUSE_S)
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout: float = 60.0) -> None:
-        self.join(timeout)
-        assert not self.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
-        assert self.produced == len(self.planned)
-
-
 def _counts(state: CustomerState) -> dict[str, object]:
     return {
         "orders": state.orders,
@@ -118,7 +88,7 @@ def test_sigkill_mid_log_and_restart_gives_the_reference(
     topics = compared_topics(settings)
     data_dir = tmp_path / "worker-data"  # shared by the killed worker and its replacement
 
-    producer = PacedProducer(planned, settings)
+    producer = PacedProducer(planned, settings, chunks=CHUNKS, pause=CHUNK_PAUSE_S)
     with WorkerProcess(
         settings, tmp_path, "worker-1", data_dir=data_dir, env=FAST_FAILOVER
     ) as first:

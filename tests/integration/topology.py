@@ -6,9 +6,10 @@ log with :func:`streams.replay.produce`, read the output topics back, and compar
 Faust). The comparison is by output id: nothing missing, nothing unexpected, and a repeated id
 (a redelivery after a crash) only with byte-identical content.
 
-Only the topics the Processor itself writes are compared (:func:`compared_topics`): dead
-letters, segment changes and churn alerts. Other topics (retention offers, profile views) are
-written by other agents from those, and the reference does not model them.
+The reading and comparison logic lives in :mod:`streams.verify` (the product's verifier, which
+also checks retention offers and the final state); the names are re-exported here. Tests that
+only need the Processor's own outputs compare :func:`compared_topics`: dead letters, segment
+changes and churn alerts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections import Counter
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -31,16 +33,23 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 
-from schemas import DeadLetter, OutputEvent, parse_output
+from schemas import OutputEvent
 from streams.config import Settings
 from streams.domain.model import Model
 from streams.domain.rules import Rules
-from streams.domain.state import CustomerState
-from streams.processor import TICK_HEADER, InRecord, OutRecord, tick_record
+from streams.processor import TICK_HEADER, OutRecord, tick_record
 from streams.reference import ReferenceRun, run_reference
-from streams.replay import Planned, as_consumed
+from streams.replay import Planned, as_consumed, produce
+from streams.verify import Comparison as Comparison
+from streams.verify import Out as Out
+from streams.verify import OutputReader as OutputReader
+from streams.verify import compare as compare
+from streams.verify import compared_topics as compared_topics
+from streams.verify import outs_of as verify_outs_of
+from streams.verify import read_inputs as read_inputs
+from streams.verify import read_table_states as read_table_states
 from tests.integration.conftest import REPO_ROOT, settings_env
 
 # A SIGKILLed worker stays a member of its consumer group until its session times out, and no
@@ -56,97 +65,6 @@ LOG_TAIL_LINES = 60
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def compared_topics(settings: Settings) -> list[str]:
-    """The output topics the Processor writes, hence the ones the reference predicts."""
-    t = settings.topics
-    return [t.dead_letters, t.segment_changes, t.churn_alerts]
-
-
-@dataclass(frozen=True)
-class Out:
-    """One output record: where it was (for actual ones), its bytes and its id."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    id: str
-    partition: int | None = None
-    offset: int | None = None
-
-    @property
-    def content(self) -> tuple[str, bytes | None, bytes]:
-        return (self.topic, self.key, self.value)
-
-    @property
-    def event(self) -> OutputEvent:
-        return parse_output(self.value)
-
-    @classmethod
-    def of(
-        cls,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        offset: int | None = None,
-    ) -> Out:
-        return cls(topic, key, value, parse_output(value).id, partition, offset)
-
-
-class OutputReader:
-    """Reads topics from the beginning without a consumer group, incrementally."""
-
-    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
-        self.records: list[Out] = []
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            **settings.kafka_client_options(),
-        )
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            partitions = self._consumer.partitions_for_topic(topic)
-            if not partitions:
-                self._consumer.close()
-                raise AssertionError(f"topic {topic} does not exist: call ensure_topics first")
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        self._tps = tps
-        self._consumer.assign(tps)
-        self._consumer.seek_to_beginning(*tps)
-
-    def poll(self, timeout_ms: int = 200) -> list[Out]:
-        fresh: list[Out] = []
-        for batch in self._consumer.poll(timeout_ms=timeout_ms).values():
-            for r in batch:
-                fresh.append(Out.of(r.topic, r.key, r.value, r.partition, r.offset))
-        self.records.extend(fresh)
-        return fresh
-
-    def read_to_end(self, timeout: float = 30.0) -> list[Out]:
-        """Everything up to the end offsets as of now."""
-        end = self._consumer.end_offsets(self._tps)
-        deadline = time.monotonic() + timeout
-        while any(self._consumer.position(tp) < end[tp] for tp in self._tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"reading to the end offsets took more than {timeout} s")
-            self.poll()
-        return self.records
-
-    def close(self) -> None:
-        self._consumer.close()
-
-    def __enter__(self) -> OutputReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def collect(
@@ -180,7 +98,8 @@ def collect(
         settle_until = time.monotonic() + settle
         while time.monotonic() < settle_until:
             reader.poll(timeout_ms=100)
-        return reader.read_to_end()
+        reader.read_to_end()
+        return reader.records
 
 
 def collect_expected(
@@ -222,8 +141,8 @@ def reference(
 
 
 def outs_of(settings: Settings, records: Iterable[OutRecord]) -> list[Out]:
-    wanted = set(compared_topics(settings))
-    return [Out.of(r.topic, r.key, r.value) for r in records if r.topic in wanted]
+    """The reference's records of the compared topics."""
+    return verify_outs_of(records, compared_topics(settings))
 
 
 def expected_outputs(
@@ -231,39 +150,6 @@ def expected_outputs(
 ) -> list[Out]:
     """What the worker must publish for ``planned`` on the compared topics."""
     return outs_of(settings, reference(settings, rules, model, planned).outputs)
-
-
-def read_inputs(settings: Settings, timeout: float = 30.0) -> list[InRecord]:
-    """Every record of the input topics as they are now (any producer), in partition order."""
-    records: list[InRecord] = []
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        **settings.kafka_client_options(),
-    )
-    try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in settings.topics.inputs()
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError("reading the input topics took too long")
-            for batch in consumer.poll(timeout_ms=200).values():
-                for r in batch:
-                    headers = tuple((k, bytes(v or b"")) for k, v in (r.headers or ()))
-                    records.append(
-                        InRecord(r.topic, r.partition, r.offset, r.key, r.value, headers)
-                    )
-    finally:
-        consumer.close()
-    records.sort(key=lambda r: (r.topic, r.partition, r.offset))
-    return records
 
 
 def tick_plan(settings: Settings, at: datetime) -> list[Planned]:
@@ -277,85 +163,6 @@ def tick_plan(settings: Settings, at: datetime) -> list[Planned]:
 
 
 # --------------------------------------------------------------------------- comparison
-
-
-@dataclass
-class Comparison:
-    """Actual outputs against expected ones, by id."""
-
-    expected: int
-    actual: int
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    different: dict[str, tuple[bytes, list[bytes]]] = field(default_factory=dict)
-    duplicates: dict[str, int] = field(default_factory=dict)
-    # unexpected dead letters: reason code -> (how many, the first one's reason)
-    unexpected_reasons: dict[str, tuple[int, str]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.different)
-
-    def report(self, limit: int = 8) -> str:
-        lines = [
-            f"expected {self.expected} outputs, read {self.actual} records "
-            f"({len(self.duplicates)} ids seen more than once, "
-            f"{sum(self.duplicates.values()) - len(self.duplicates)} extra copies)"
-        ]
-        if self.missing:
-            lines.append(f"MISSING {len(self.missing)}: {sorted(self.missing)[:limit]}")
-        if self.unexpected:
-            lines.append(f"UNEXPECTED {len(self.unexpected)}: {sorted(self.unexpected)[:limit]}")
-            for code, (n, reason) in sorted(self.unexpected_reasons.items()):
-                lines.append(f"  {n} unexpected dead letters {code}, e.g. {reason[:300]!r}")
-        if self.different:
-            lines.append(f"SAME ID, DIFFERENT CONTENT {len(self.different)}:")
-            for out_id in sorted(self.different)[:limit]:
-                want, got = self.different[out_id]
-                lines.append(f"  {out_id}\n    expected {want[:400]!r}")
-                for g in got:
-                    if g != want:
-                        lines.append(f"    actual   {g[:400]!r}")
-        return "\n".join(lines)
-
-
-def _render(content: tuple[str, bytes | None, bytes]) -> bytes:
-    topic, key, value = content
-    return f"{topic} key={key!r} ".encode() + value
-
-
-def compare(expected: Sequence[Out], actual: Sequence[Out]) -> Comparison:
-    by_id: dict[str, Out] = {}
-    for o in expected:
-        if o.id in by_id:
-            raise AssertionError(f"the reference itself repeats output id {o.id}")
-        by_id[o.id] = o
-    counts = Counter(o.id for o in actual)
-    variants: dict[str, set[tuple[str, bytes | None, bytes]]] = {}
-    for o in actual:
-        variants.setdefault(o.id, set()).add(o.content)
-    result = Comparison(expected=len(expected), actual=len(actual))
-    result.missing = [i for i in by_id if i not in counts]
-    result.unexpected = [i for i in counts if i not in by_id]
-    result.duplicates = {i: n for i, n in counts.items() if n > 1}
-    unexpected = set(result.unexpected)
-    for o in actual:
-        if o.id in unexpected:
-            event = o.event
-            if isinstance(event, DeadLetter):
-                n, reason = result.unexpected_reasons.get(event.reason_code, (0, event.reason))
-                result.unexpected_reasons[event.reason_code] = (n + 1, reason)
-                unexpected.discard(o.id)
-    for out_id, seen in variants.items():
-        want = by_id.get(out_id)
-        if want is not None and seen != {want.content}:
-            result.different[out_id] = (
-                _render(want.content),
-                sorted(_render(s) for s in seen),
-            )
-        elif want is None and len(seen) > 1:
-            result.different[out_id] = (b"(not expected at all)", sorted(_render(s) for s in seen))
-    return result
 
 
 def assert_same_outputs(expected: Sequence[Out], actual: Sequence[Out], what: str = "") -> None:
@@ -375,41 +182,6 @@ def last_output_per_customer(outs: Iterable[Out]) -> dict[str, OutputEvent]:
         if event.customer_id not in best or seq > best[event.customer_id][0]:
             best[event.customer_id] = (seq, event)
     return {c: e for c, (_, e) in best.items()}
-
-
-def read_table_states(settings: Settings, timeout: float = 30.0) -> dict[str, CustomerState]:
-    """The latest customer state of every key in the worker's table changelog."""
-    changelog = f"{settings.app_id}-customers-changelog"
-    latest: dict[str, bytes | None] = {}
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        **settings.kafka_client_options(),
-    )
-    try:
-        tps = [
-            TopicPartition(changelog, p)
-            for p in sorted(consumer.partitions_for_topic(changelog) or ())
-        ]
-        if not tps:
-            raise AssertionError(f"no changelog topic {changelog}")
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"reading {changelog} took too long")
-            for batch in consumer.poll(timeout_ms=200).values():
-                for r in batch:
-                    latest[orjson.loads(r.key)] = r.value
-    finally:
-        consumer.close()
-    return {
-        k: CustomerState.from_bytes(v)
-        for k, v in latest.items()
-        if v is not None and not k.startswith("\x00")
-    }
 
 
 # --------------------------------------------------------------------------- workers
@@ -444,15 +216,17 @@ class WorkerProcess:
         self.data_dir = data_dir or workdir / f"{name}-data"
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
+        self.web_port = 0
 
     def start(self) -> WorkerProcess:
+        self.web_port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             **settings_env(self.settings),
             "RFM_LIVE_CLOCK": "false",
             "RFM_DATA_DIR": str(self.data_dir),
-            "RFM_WEB_PORT": str(free_port()),
+            "RFM_WEB_PORT": str(self.web_port),
             "PYTHONPATH": str(REPO_ROOT),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
@@ -528,6 +302,27 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
 
+    def rss_mb(self) -> float | None:
+        """Resident memory of the worker process (VmRSS), None once it has exited."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        return None
+
+    def metric(self, name: str) -> float:
+        """The sum of a Prometheus metric's samples on the worker's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def __enter__(self) -> WorkerProcess:
         if self.process is None:
             self.start()
@@ -540,6 +335,44 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class PacedProducer(threading.Thread):
+    """Produces a plan in chunks with pauses, so that faults can land in the middle of it."""
+
+    def __init__(
+        self,
+        planned: Sequence[Planned],
+        settings: Settings,
+        *,
+        chunks: int = 20,
+        pause: float = 0.4,
+    ) -> None:
+        super().__init__(name="paced-producer", daemon=True)
+        self.planned = list(planned)
+        self.settings = settings
+        self.chunk_count = chunks
+        self.pause = pause
+        self.error: BaseException | None = None
+        self.produced = 0
+        self.chunks = 0
+
+    def run(self) -> None:
+        try:
+            size = -(-len(self.planned) // self.chunk_count)
+            for start in range(0, len(self.planned), size):
+                self.produced += produce(self.planned[start : start + size], self.settings)
+                self.chunks += 1
+                time.sleep(self.pause)
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self, timeout: float = 90.0) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "the producer did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.produced == len(self.planned)
 
 
 def wait_for_workers(
