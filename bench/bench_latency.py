@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5, help="seconds not counted")
     parser.add_argument("--probes-per-s", type=float, default=50)
     parser.add_argument("--lateness", type=float, default=0.0, help="allowed lateness, s")
+    parser.add_argument(
+        "--batch-within-ms", type=float, default=None, help="the worker's RFM_BATCH_WITHIN_MS"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = stack_settings(topic_prefix=prefix, app_id=prefix, redis_prefix=prefix)
     ensure_topics(settings)
     rules = rules_with_lateness(args.lateness)
-    proc, port = worker(settings, "latency-worker", "--rules", str(rules))
+    update = {} if args.batch_within_ms is None else {"batch_within_ms": args.batch_within_ms}
+    proc, port = worker(settings, "latency-worker", "--rules", str(rules), **update)
     try:
         deadline = time.monotonic() + 120
         while worker_consumed(port) is None:
@@ -235,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {
         "rate": args.rate,
         "lateness_s": args.lateness,
+        "batch_within_ms": args.batch_within_ms or settings.batch_within_ms,
         "events_sent": sent,
         "probes_measured": len(ms),
         "probes_lost": lost,
@@ -245,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"background {args.rate:,.0f} events/s for {args.seconds:g} s ({sent:,} sent), "
-        f"allowed lateness {args.lateness:g} s"
+        f"allowed lateness {args.lateness:g} s, batch window "
+        f"{args.batch_within_ms or settings.batch_within_ms:g} ms"
     )
     print(
         f"probe → segment change: n={len(ms):,}  p50 {figures['p50_ms']:.1f} ms  "

@@ -40,8 +40,6 @@ from streams.web import register_web
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 2_000
-BATCH_WITHIN_S = 0.05
 
 
 @dataclass
@@ -115,9 +113,11 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     watcher = ModelWatcher(settings, processor.set_model)
     web = register_web(app, settings, processor, api_token=settings.api_token)
 
+    batch_within = settings.batch_within_ms / 1000
+
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for events in stream.take_events(settings.batch_max, within=batch_within):
             started = time.perf_counter()
             await process_batch(events, processor, stores, app.producer)
             web.observe_batch(time.perf_counter() - started, len(events))
@@ -144,7 +144,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     @app.agent(views_topic)
     async def views(stream: Any) -> None:
         """Materialise the latest profile of each customer (and audiences) in Redis."""
-        async for batch in stream.take(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for batch in stream.take(settings.batch_max, within=batch_within):
             await redis_side.apply_profiles(batch)
 
     @app.agent(triggers)

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1")
     live_clock: bool = Field(True, description="let the wall clock move time when idle")
     tick_seconds: float = Field(1.0, gt=0, description="how often time-driven work runs")
+    batch_max: int = Field(
+        2_000, ge=1, le=100_000, description="input events processed (and committed) together"
+    )
+    batch_within_ms: float = Field(
+        50.0,
+        gt=0,
+        le=10_000,
+        description="longest wait to fill a batch: the latency floor at low traffic",
+    )
     currency: str = Field("USD", min_length=3, max_length=3, description="reporting currency")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
     api_token: SecretStr | None = Field(
