@@ -108,6 +108,10 @@ class PartitionStore(Protocol):
 
     def states(self) -> Iterable[CustomerState]: ...
 
+    def due_entries(self) -> Iterable[tuple[int | None, str]]:
+        """(next due time, customer id) of every stored state, to rebuild the due index."""
+        ...
+
     def clock(self) -> tuple[int | None, int | None]: ...
 
     def put_clock(self, purchases_ms: int | None, interactions_ms: int | None) -> None: ...
@@ -131,6 +135,9 @@ class MemoryPartitionStore:
 
     def states(self) -> Iterable[CustomerState]:
         return self.by_customer.values()
+
+    def due_entries(self) -> Iterable[tuple[int | None, str]]:
+        return ((s.next_due_ms, s.customer_id) for s in self.by_customer.values())
 
     def clock(self) -> tuple[int | None, int | None]:
         return self._clock
@@ -188,7 +195,7 @@ class Processor:
             if engine.model.version != self.model.version:
                 engine.set_model(self.model, store.states())
             else:
-                engine.rebuild(store.states())
+                engine.rebuild(store.due_entries())
             self._engines[partition] = engine
             self._stores[partition] = store
         return engine

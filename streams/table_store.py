@@ -54,7 +54,11 @@ class TableStores:
         self._loaded = False
 
     def _load(self) -> None:
-        """Decode the local table once and hand each state to its partition's store."""
+        """Read each partition's clock and due index from the local table; no state is built.
+
+        States are decoded when an event or a due time needs them: decoding all of them here
+        took ~6 µs and ~2.5 KB each, i.e. a minute and gigabytes at a million customers.
+        """
         for key, raw in self.table.items():
             if not isinstance(key, str) or raw is None:
                 continue
@@ -62,10 +66,9 @@ class TableStores:
                 purchases_ms, interactions_ms = orjson.loads(raw)
                 self.store(int(key.split("/", 1)[1]))._clock = (purchases_ms, interactions_ms)
                 continue
-            state = CustomerState.from_bytes(raw)
-            partition = partition_of(state)
+            customer_id, partition, next_due_ms = CustomerState.index_entry(raw)
             if partition is not None:
-                self.store(partition).cache[state.customer_id] = state
+                self.store(partition).loaded_due.append((next_due_ms, customer_id))
         self._loaded = True
 
     def store(self, partition: int) -> TableStore:
@@ -97,7 +100,10 @@ class TableStore:
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
+        # states used by the current batch only: flush() writes the changed ones and
+        # empties it, so memory is bounded by the batch, not by the number of customers
         self.cache: dict[str, CustomerState] = {}
+        self.loaded_due: list[tuple[int | None, str]] = []
         self.dirty: set[str] = set()
         self._clock: tuple[int | None, int | None] = (None, None)
         self._clock_dirty = False
@@ -116,7 +122,22 @@ class TableStore:
         self.dirty.add(state.customer_id)
 
     def states(self) -> Iterable[CustomerState]:
-        return self.cache.values()
+        """Every state of this partition, decoded one at a time (a model change reads all)."""
+        for key, raw in list(self.table.items()):
+            if not isinstance(key, str) or raw is None or key.startswith("\x00"):
+                continue
+            cached = self.cache.get(key)
+            if cached is not None:
+                yield cached
+                continue
+            _customer_id, partition, _due = CustomerState.index_entry(raw)
+            if partition == self.partition:
+                yield CustomerState.from_bytes(raw)
+
+    def due_entries(self) -> Iterable[tuple[int | None, str]]:
+        """The due index read at load time (handed over once, then forgotten)."""
+        entries, self.loaded_due = self.loaded_due, []
+        return entries
 
     def clock(self) -> tuple[int | None, int | None]:
         return self._clock
@@ -141,5 +162,6 @@ class TableStore:
                     list(self._clock)
                 )
         self.dirty.clear()
+        self.cache.clear()
         self._clock_dirty = False
         return written

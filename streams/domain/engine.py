@@ -98,9 +98,9 @@ class PartitionEngine:
             return False
         return due_ms <= closed if self._lateness == 0 else due_ms < closed
 
-    def rebuild(self, states: Iterable[CustomerState]) -> None:
-        """Recreate the due index from stored states (after a restart or a rebalance)."""
-        self._due = [(s.next_due_ms, s.customer_id) for s in states if s.next_due_ms is not None]
+    def rebuild(self, due: Iterable[tuple[int | None, str]]) -> None:
+        """Recreate the due index from (next due, customer id) of the stored states."""
+        self._due = [(at, customer_id) for at, customer_id in due if at is not None]
         heapq.heapify(self._due)
 
     def due_count(self) -> int:

@@ -27,6 +27,9 @@ import orjson
 from streams.domain.facts import MS_PER_DAY, day_of
 
 _FORMAT: Final = 1
+# positions in the serialized row (to_list) read without decoding the whole state
+_OFFSETS_AT: Final = 20
+_NEXT_DUE_AT: Final = 28
 
 REFUND: Final = -1
 PURCHASE: Final = 1
@@ -201,6 +204,20 @@ class CustomerState:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_list())
+
+    @staticmethod
+    def index_entry(raw: bytes) -> tuple[str, int | None, int | None]:
+        """(customer id, input partition, next due time) of a serialized state, cheaply.
+
+        A restarted worker needs only these to schedule time-driven work; building every
+        state object up front would cost ~6 µs and ~2.5 KB per customer (see table_store).
+        """
+        row = orjson.loads(raw)
+        if not row or row[0] != _FORMAT:
+            raise ValueError(f"unknown customer state format {row[:1]!r}; expected {_FORMAT}")
+        offsets = row[_OFFSETS_AT]
+        partition = int(offsets[0][0].rsplit("/", 1)[1]) if offsets else None
+        return row[1], partition, row[_NEXT_DUE_AT]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> CustomerState:
