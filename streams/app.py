@@ -41,7 +41,6 @@ from streams.web import register_web
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Topology:
     """Everything the worker runs, built from settings; tests build it too."""
@@ -278,6 +277,23 @@ async def process_batch(
     await send_all(produced, producer)
     for partition, event in last_event.items():
         stores.flush(partition, event)
+    await changelog_written(producer)
+
+
+async def changelog_written(producer: Any) -> None:
+    """Wait until the batch's table writes are on the broker, before the batch is acknowledged.
+
+    Faust queues changelog writes in its producer buffer, and its flush gives up after 0.1 s
+    without progress (``ProducerBuffer.flush_atmost``), so an offset commit could overtake
+    them: a worker killed then lost the states of events whose offsets were committed (the
+    next owner saw those customers as new — tests/integration/test_faults.py, 3 workers).
+    Emptying the buffer here, then flushing the client, ties the acknowledgement of a batch
+    (and so its commit) to its states being written.
+    """
+    buffer = producer.buffer
+    while buffer.size:
+        await buffer.flush()
+    await producer.flush()
 
 
 async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:
