@@ -1,0 +1,103 @@
+"""Smoke tests of the benchmarks against the real stack: they run, end cleanly, print figures.
+
+Tiny sizes: these check that the benchmark code works (and cleans up), not the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+from streams.config import Settings
+from tests.integration.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BENCH_TIMEOUT_S = 420.0
+
+
+def run_bench(settings: Settings, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python bench/SCRIPT ARGS`` with the stack's addresses; fails with its output."""
+    env = {
+        **os.environ,
+        "RFM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RFM_REDIS_URL": settings.redis_url,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"bench/{script} exited with {done.returncode}:\n"
+            f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
+            pytrace=False,
+        )
+    return done
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_recovery_smoke(settings: Settings, run_id: str, tmp_path: Path) -> None:
+    """2,000 customers: every scenario runs, and every probe finds its customer restored."""
+    figures_path = tmp_path / "recovery.json"
+    bench_run = f"{run_id}br"  # under the session's run id: its cleanup catches leftovers
+    done = run_bench(
+        settings,
+        "bench_recovery.py",
+        "--customers",
+        "2000",
+        "--run-id",
+        bench_run,
+        "--json",
+        str(figures_path),
+    )
+    out = done.stdout
+    seeded = ("a-memory-restart", "b-rocksdb-new-machine", "c-rocksdb-restart")
+    for name in ("baseline-memory", "baseline-rocksdb", *seeded):
+        line = next((x for x in out.splitlines() if x.startswith(f"figure: {name}: ")), None)
+        assert line is not None, f"no figures line for {name}:\n{out}"
+        assert "start→ready" in line and "ready→processing" in line, line
+        if name in seeded:
+            assert "probe 4/4 seeded customers with their history" in line, line
+            assert "changelog layout ok" in line, line
+        else:
+            assert "probe 4/4 new customers" in line, line
+    assert "figure: resident bytes per customer" in out, out
+    assert "figure: RocksDB on disk per customer" in out, out
+
+    figures = json.loads(figures_path.read_text())
+    assert figures["customers"] == 2000
+    assert figures["seed"]["records"] == 2000 + 4  # the customers and each partition's clock
+    for name in seeded:
+        scenario = figures["scenarios"][name]
+        assert scenario["probes_ok"] == scenario["probes"] == 4, scenario
+        assert scenario["problems"] == [], scenario
+    # a new machine restores the changelog from Faust's log lines
+    assert figures["scenarios"]["b-rocksdb-new-machine"]["restore_s"] is not None
+
+    # everything it created is gone: its work dir, and (deletion is asynchronous) its topics
+    assert list(Path(tempfile.gettempdir()).glob(f"{bench_run}-*")) == []
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=bench_run)
+    try:
+        deadline = time.monotonic() + 30
+        while (left := [t for t in admin.list_topics() if t.startswith(bench_run)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+    finally:
+        admin.close()
+    assert left == [], f"topics left behind: {left}"
