@@ -35,7 +35,7 @@ from streams.domain.rules import Rules
 from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.security import faust_broker_options
-from streams.table_store import TableStores
+from streams.table_store import TableStores, as_current_event
 from streams.web import register_web
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,10 @@ async def process_batch(
                 message.value,
                 tuple((str(k), bytes(v or b"")) for k, v in pairs),
             )
-            produced.extend(processor.process(record))
+            # a state read falls back to the table, whose RocksDB store picks the partition
+            # from the current event: make it this record's (a customer's partition)
+            with as_current_event(event):
+                produced.extend(processor.process(record))
         except Exception as exc:
             # Faust acknowledges an event whose processing raised: never let one escape.
             log.exception(
