@@ -7,7 +7,8 @@ then reads every output topic to its end and compares, **by output id**:
 
 * **processor outputs** (``segment-changes``, ``churn-alerts``, ``dead-letters``): every
   expected id is there (*missing* otherwise), no other id is (*unexpected*), and every copy of
-  an id is byte-identical to the expected record (*conflicting* otherwise: always a failure).
+  an id is byte-identical to the expected record (*conflicting* otherwise: always a failure;
+  two texts are masked, see :data:`_CLOCK_TEXT` and :data:`_LATE_TEXT`).
   Extra identical copies — a batch re-published after a crash — are *duplicates dropped*,
   which consumers do by id (README, "Effectively once");
 * **retention offers**: one per segment change or churn alert the offer policy covers (id
@@ -97,6 +98,12 @@ _CLOCK_TEXT: Final = re.compile(rb"is [^\"]{1,64}? ahead of the worker clock \([
 """A dead letter for a timestamp too far ahead names the worker's wall clock at decoding: the
 only wall-clock-dependent output text. Compared with the clock and the distance masked."""
 
+_LATE_TEXT: Final = re.compile(rb"event time is [0-9.]{1,32} s before this partition's closed")
+"""A ``late_event`` dead letter says how far behind its partition's closed time the event was.
+A late event changes no state, so after a crash it is judged again against the clock the new
+owner restored, which can be further ahead: same id, same verdict, another distance. Compared
+with the distance masked (README, "Effectively once")."""
+
 RECORDED: Final = frozenset({"offer", "holdout"})  # decisions that count toward caps
 HISTORY_DEPENDENT: Final = frozenset({"cooldown", "capped"})
 SHOWN: Final = 8  # ids listed per problem in a report
@@ -149,6 +156,8 @@ class Out:
         value = self.value
         if b"ahead of the worker clock" in value:
             value = _CLOCK_TEXT.sub(b"is ... ahead of the worker clock (...)", value)
+        if b"before this partition's closed" in value:
+            value = _LATE_TEXT.sub(b"event time is ... s before this partition's closed", value)
         return (self.topic, self.key, value)
 
     @property

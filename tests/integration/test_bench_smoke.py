@@ -101,3 +101,43 @@ def test_bench_recovery_smoke(settings: Settings, run_id: str, tmp_path: Path) -
     finally:
         admin.close()
     assert left == [], f"topics left behind: {left}"
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_throughput_smoke(settings: Settings, tmp_path: Path) -> None:
+    """3,000 events: every one-worker contender reads the whole log; the ratios are printed."""
+    figures_path = tmp_path / "throughput.json"
+    done = run_bench(
+        settings,
+        "bench_throughput.py",
+        "--events", "3000",
+        "--customers", "300",
+        "--only", "plain,core,faust-floor,faust-naive,rfm-1",
+        "--timeout", "240",
+        "--json", str(figures_path),
+    )  # fmt: skip
+    assert "one worker vs Faust floor: rfm-1 / faust-floor =" in done.stdout, done.stdout
+    results = json.loads(figures_path.read_text())["results"]
+    assert set(results) == {"plain", "core", "faust-floor", "faust-naive", "rfm-1"}
+    # the plain loops read exactly the log; the Faust consumers at least all of it
+    assert results["plain"]["events"] == results["core"]["events"] == 3000
+    assert results["core"]["outputs"] > 0
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_latency_smoke(settings: Settings, tmp_path: Path) -> None:
+    """A few seconds of load: every probe's segment change arrives and is timed."""
+    figures_path = tmp_path / "latency.json"
+    run_bench(
+        settings,
+        "bench_latency.py",
+        "--rate", "40",
+        "--seconds", "8",
+        "--warmup", "2",
+        "--probes-per-s", "5",
+        "--json", str(figures_path),
+    )  # fmt: skip
+    figures = json.loads(figures_path.read_text())
+    assert figures["probes_measured"] > 0
+    assert figures["probes_lost"] == 0
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]

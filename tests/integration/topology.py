@@ -294,8 +294,10 @@ class WorkerProcess:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
             return None
+        finally:
+            # also when the wait is interrupted (a test timeout): never leave a worker behind
+            self.kill()
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
