@@ -4,9 +4,12 @@ Agents are glue. ``customers`` reads both input topics (one stream, so purchases
 interactions never interleave their writes), hands each record to the :class:`Processor`,
 waits for the outputs of a batch to be acknowledged and only then writes the changed states
 (see :mod:`streams.table_store`). ``offers`` turns segment changes and churn alerts into
-retention offers, with caps and idempotency in Redis. ``views`` keeps the Redis profiles
+retention offers, with caps and idempotency in Redis, and feeds the dashboard's recent
+alerts and changes. ``views`` keeps the Redis profiles
 and audiences from the compacted ``profiles`` topic. While Redis is down, those two agents
-wait and retry with backoff (their Kafka lag grows; nothing is dropped).
+wait and retry with backoff (their Kafka lag grows; nothing is dropped). Every agent reads
+its channel through :class:`streams.batches.Batches`, which acknowledges an event only after
+its batch is done (an acknowledged offset gets committed).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from streams.adapters import connect
 from streams.adapters.offer_store import OfferStore, keep_ms_for
 from streams.adapters.redis_views import ProfileUpdate, ProfileViews
 from streams.adapters.retry import with_backoff
+from streams.batches import Batches
 from streams.config import Settings
 from streams.convert import retention_offer, trigger_of
 from streams.domain.events import Profile
@@ -39,6 +43,9 @@ from streams.table_store import TableStores, as_current_event
 from streams.web import register_web
 
 log = logging.getLogger(__name__)
+
+OFFER_BATCH = 100
+"""Triggers per offers batch: offers are decided one by one (Redis), and sent together."""
 
 
 @dataclass
@@ -116,9 +123,11 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
 
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=batch_within):
+        # the channel, not the stream: see streams.batches for why
+        async for events in Batches(app, stream.channel, settings.batch_max, batch_within):
             started = time.perf_counter()
             await process_batch(events, processor, stores, app.producer)
+            Batches.ack(events)
             web.observe_batch(time.perf_counter() - started, len(events))
 
     @app.on_partitions_revoked.connect
@@ -143,17 +152,29 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     @app.agent(views_topic)
     async def views(stream: Any) -> None:
         """Materialise the latest profile of each customer (and audiences) in Redis."""
-        async for batch in stream.take(settings.batch_max, within=batch_within):
-            await redis_side.apply_profiles(batch)
+        async for events in Batches(app, stream.channel, settings.batch_max, batch_within):
+            await redis_side.apply_profiles([event.value for event in events])
+            Batches.ack(events)
 
     @app.agent(triggers)
     async def offers(stream: Any) -> None:
-        """Segment changes and churn alerts → retention offers (caps and idempotency in Redis)."""
-        async for value in stream:
-            decided = await redis_side.offer_for(value)
-            if decided is not None:
-                key, payload = decided
-                await outputs[t.retention_offers].send(key=key, value=payload)
+        """Segment changes and churn alerts → retention offers (caps and idempotency in Redis).
+
+        Also the dashboard's feed of recent alerts and changes: one agent per topic, since a
+        record read by two agents is only committed once both acknowledge it, and a rebalance
+        that cleared one agent's queue then waited for it forever.
+        """
+        async for events in Batches(app, stream.channel, OFFER_BATCH, batch_within):
+            offered: list[OutRecord] = []
+            for event in events:
+                decided = await redis_side.offer_for(event.value)
+                if decided is not None:
+                    key, payload = decided
+                    offered.append(OutRecord(t.retention_offers, key, payload))
+            # acknowledged only once the broker has every offer of the batch
+            await send_all(offered, app.producer)
+            await web.take_outputs([event.value for event in events])
+            Batches.ack(events)
 
     if settings.live_clock:
 

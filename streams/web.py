@@ -25,13 +25,14 @@ With an API token, ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <tok
 probes stay open (orchestrators call them without credentials) and so does the dashboard page,
 which holds no data and sends the token it was opened with (``?token=``).
 
-Recent alerts and segment changes come from an agent of this module that follows the
-``segment-changes``, ``churn-alerts`` and ``retention-offers`` topics and keeps two small
-Redis sorted sets (``P recent:alerts``, ``P recent:changes:<dimension>``), scored by event time
-and capped. Redis rather than memory, because each worker consumes only some partitions: a
-per-process ring would show a different slice on every worker. A sorted set rather than a
-list, because the member is the record itself: a redelivered record changes nothing, where an
-``LPUSH`` would show it twice. The same agent counts retention offers by decision.
+Recent alerts and segment changes reach :meth:`WebSide.take_outputs` from the worker's
+``offers`` agent (the one reader of ``segment-changes`` and ``churn-alerts``), which keeps
+two small Redis sorted sets (``P recent:alerts``, ``P recent:changes:<dimension>``), scored
+by event time and capped. Redis rather than memory, because each worker consumes only some
+partitions: a per-process ring would show a different slice on every worker. A sorted set
+rather than a list, because the member is the record itself: a redelivered record changes
+nothing, where an ``LPUSH`` would show it twice. An agent of this module counts retention
+offers by decision.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from schemas import DeadLetterReason
 from schemas.common import ID_PATTERN
 from streams.adapters import ProfileViews, connect, redis_location, with_backoff
 from streams.adapters.redis_views import DIMENSIONS, iso_ms
+from streams.batches import Batches
 from streams.config import Settings
 from streams.processor import Counters
 
@@ -989,21 +991,20 @@ def register_web(
         bound = type(view.__name__, (view,), {"side": side, "__module__": __name__})
         app.page(path, name=f"rfm-{path}")(bound)
 
-    t = settings.topics
-    outputs = app.topic(
-        t.segment_changes, t.churn_alerts, t.retention_offers, key_type=bytes, value_type=bytes
-    )
+    offers_topic = app.topic(settings.topics.retention_offers, key_type=bytes, value_type=bytes)
 
     async def web_feed(stream: Any) -> None:
-        """Recent churn alerts and segment changes for the dashboard; offers for /metrics."""
-        async for batch in stream.take(FEED_BATCH, within=0.2):
-            await side.take_outputs(batch)
+        """Offers by decision, for /metrics. (Alerts and changes come from the ``offers``
+        agent, which already reads their topics: see streams.app.)"""
+        async for events in Batches(app, stream.channel, FEED_BATCH, 0.2):
+            await side.take_outputs([event.value for event in events])
+            Batches.ack(events)
 
     async def sample_segments() -> None:
         """Segment sizes every few seconds, for the dashboard's chart."""
         await side.run_sampler()
 
-    app.agent(outputs, name=f"{__name__}.web_feed")(web_feed)
+    app.agent(offers_topic, name=f"{__name__}.web_feed")(web_feed)
     app.task(sample_segments)
     _registered[app] = side
     log.info(

@@ -1,0 +1,143 @@
+"""Batches: what an agent takes, what it leaves unacknowledged, and when a batch closes.
+
+The app and channel here are stand-ins with only the attributes :class:`Batches` reads (flow
+control, generation, the consumer's tracking); the real thing runs in every integration test
+and in the fault suite, where a lost acknowledgement shows up as a lost record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from streams.batches import Batches
+
+pytestmark = pytest.mark.asyncio
+
+
+@dataclass(eq=False)
+class Message:
+    offset: int
+    generation_id: int = 1
+    tracked: bool = False
+
+
+@dataclass(eq=False)
+class Event:
+    message: Message
+    acked: bool = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+@dataclass
+class Flow:
+    active: bool = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+@dataclass
+class Consumer:
+    tracked: list[int] = field(default_factory=list)
+
+    def track_message(self, message: Message) -> None:
+        self.tracked.append(message.offset)
+
+
+@dataclass
+class App:
+    flow_control: Flow = field(default_factory=Flow)
+    consumer_generation_id: int = 1
+    consumer: Consumer = field(default_factory=Consumer)
+
+
+@dataclass
+class Channel:
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+
+def events(*offsets: int, generation: int = 1) -> list[Event]:
+    return [Event(Message(o, generation)) for o in offsets]
+
+
+async def test_a_full_batch_closes_at_once_and_is_tracked_not_acknowledged() -> None:
+    app, channel = App(), Channel()
+    for e in events(*range(5)):
+        channel.queue.put_nowait(e)
+    batch = await asyncio.wait_for(Batches(app, channel, 3, within_s=60).next(), 1)
+    assert [e.message.offset for e in batch] == [0, 1, 2]
+    assert app.consumer.tracked == [0, 1, 2]
+    assert not any(e.acked for e in batch)
+    Batches.ack(batch)
+    assert all(e.acked for e in batch)
+    assert channel.queue.qsize() == 2
+
+
+async def test_a_partial_batch_closes_when_the_window_ends() -> None:
+    app, channel = App(), Channel()
+    channel.queue.put_nowait(events(7)[0])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    batch = await Batches(app, channel, 100, within_s=0.05).next()
+    assert [e.message.offset for e in batch] == [7]
+    assert loop.time() - started >= 0.05
+
+
+async def test_an_event_arriving_within_the_window_joins_the_batch() -> None:
+    app, channel = App(), Channel()
+    first, second = events(1, 2)
+    channel.queue.put_nowait(first)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.02, channel.queue.put_nowait, second)
+    batch = await Batches(app, channel, 100, within_s=2.0).next()
+    assert batch == [first, second]
+
+
+async def test_events_during_a_paused_flow_are_dropped_unacknowledged() -> None:
+    app, channel = App(), Channel()
+    app.flow_control.active = False  # a rebalance is under way
+    paused = events(10, 11)
+    for e in paused:
+        channel.queue.put_nowait(e)
+    later = events(12)[0]
+
+    def resume() -> None:  # the rebalance ends, and fetching starts again
+        app.flow_control.active = True
+        channel.queue.put_nowait(later)
+
+    asyncio.get_running_loop().call_later(0.02, resume)
+    batches = Batches(app, channel, 10, within_s=0)
+    assert await asyncio.wait_for(batches.next(), 1) == [later]
+    assert batches.skipped == 2
+    assert not any(e.acked or e.message.tracked for e in paused)
+    assert app.consumer.tracked == [12]
+
+
+async def test_events_of_an_older_generation_are_dropped_unacknowledged() -> None:
+    app, channel = App(consumer_generation_id=3), Channel()
+    stale, fresh = events(5, generation=2)[0], events(5, generation=3)[0]
+    channel.queue.put_nowait(stale)
+    channel.queue.put_nowait(fresh)
+    batches = Batches(app, channel, 10, within_s=0)
+    assert await asyncio.wait_for(batches.next(), 1) == [fresh]
+    assert batches.skipped == 1
+    assert not stale.acked and not stale.message.tracked
+
+
+async def test_items_without_a_message_are_ignored() -> None:
+    app, channel = App(), Channel()
+    channel.queue.put_nowait("not an event")
+    e = events(1)[0]
+    channel.queue.put_nowait(e)
+    assert await asyncio.wait_for(Batches(app, channel, 10, within_s=0).next(), 1) == [e]
+
+
+async def test_a_batch_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Batches(App(), Channel(), 0, within_s=0)
