@@ -29,7 +29,7 @@ from streams.adapters import connect
 from streams.adapters.offer_store import OfferStore, keep_ms_for
 from streams.adapters.redis_views import ProfileUpdate, ProfileViews
 from streams.adapters.retry import with_backoff
-from streams.batches import Batches
+from streams.batches import consume
 from streams.config import Settings
 from streams.convert import retention_offer, trigger_of
 from streams.domain.events import Profile
@@ -39,7 +39,7 @@ from streams.domain.rules import Rules
 from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.security import faust_broker_options
-from streams.table_store import TableStores, as_current_event
+from streams.table_store import ChangelogWrite, TableStores, as_current_event, changelog_written
 from streams.web import register_web
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,20 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
 
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
-        # the channel, not the stream: see streams.batches for why
-        async for events in Batches(app, stream.channel, settings.batch_max, batch_within):
+        async def handle(events: list[Any]) -> None:
             started = time.perf_counter()
             await process_batch(events, processor, stores, app.producer)
-            Batches.ack(events)
             web.observe_batch(time.perf_counter() - started, len(events))
+
+        # the channel, not the stream: see streams.batches for why
+        await consume(
+            app,
+            stream,
+            handle,
+            max_events=settings.batch_max,
+            within_s=batch_within,
+            what="the customers agent",
+        )
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -152,9 +160,18 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     @app.agent(views_topic)
     async def views(stream: Any) -> None:
         """Materialise the latest profile of each customer (and audiences) in Redis."""
-        async for events in Batches(app, stream.channel, settings.batch_max, batch_within):
+
+        async def handle(events: list[Any]) -> None:
             await redis_side.apply_profiles([event.value for event in events])
-            Batches.ack(events)
+
+        await consume(
+            app,
+            stream,
+            handle,
+            max_events=settings.batch_max,
+            within_s=batch_within,
+            what="the views agent",
+        )
 
     @app.agent(triggers)
     async def offers(stream: Any) -> None:
@@ -164,7 +181,8 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         record read by two agents is only committed once both acknowledge it, and a rebalance
         that cleared one agent's queue then waited for it forever.
         """
-        async for events in Batches(app, stream.channel, OFFER_BATCH, batch_within):
+
+        async def handle(events: list[Any]) -> None:
             offered: list[OutRecord] = []
             for event in events:
                 decided = await redis_side.offer_for(event.value)
@@ -174,7 +192,15 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             # acknowledged only once the broker has every offer of the batch
             await send_all(offered, app.producer)
             await web.take_outputs([event.value for event in events])
-            Batches.ack(events)
+
+        await consume(
+            app,
+            stream,
+            handle,
+            max_events=OFFER_BATCH,
+            within_s=batch_within,
+            what="the offers agent",
+        )
 
     if settings.live_clock:
 
@@ -299,25 +325,10 @@ async def process_batch(
             produced.append(processor.internal_error(message, exc))
     produced.extend(processor.drain_profiles())
     await send_all(produced, producer)
+    writes: list[ChangelogWrite] = []
     for partition, event in last_event.items():
-        stores.flush(partition, event)
-    await changelog_written(producer)
-
-
-async def changelog_written(producer: Any) -> None:
-    """Wait until the batch's table writes are on the broker, before the batch is acknowledged.
-
-    Faust queues changelog writes in its producer buffer, and its flush gives up after 0.1 s
-    without progress (``ProducerBuffer.flush_atmost``), so an offset commit could overtake
-    them: a worker killed then lost the states of events whose offsets were committed (the
-    next owner saw those customers as new — tests/integration/test_faults.py, 3 workers).
-    Emptying the buffer here, then flushing the client, ties the acknowledgement of a batch
-    (and so its commit) to its states being written.
-    """
-    buffer = producer.buffer
-    while buffer.size:
-        await buffer.flush()
-    await producer.flush()
+        writes.extend(stores.flush(partition, event))
+    await changelog_written(writes)
 
 
 async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:

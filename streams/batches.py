@@ -21,22 +21,33 @@ before it, and the seek to the committed offsets that ends every rebalance reads
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class Batches:
-    """Up to ``max_events`` events, or what arrived within ``within_s`` of the first one."""
+    """Up to ``max_events`` events, or what arrived within ``within_s`` of the first one.
 
-    def __init__(self, app: Any, channel: Any, max_events: int, within_s: float) -> None:
+    ``stream`` is the agent's Faust stream: its channel is read, never the stream itself. The
+    sensors Faust's stream would call are called here too (monitor, livelock diagnostics).
+    """
+
+    def __init__(self, app: Any, stream: Any, max_events: int, within_s: float) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         self.app = app
-        self.channel = channel
+        self.stream = stream
+        self.channel = stream.channel
         self.max_events = max_events
         self.within_s = max(within_s, 0.0)
         self.skipped = 0
         """Events dropped unacknowledged because they arrived during or before a rebalance."""
+        self._error: BaseException | None = None
+        self._sensor_states: dict[int, Any] = {}
 
     def _take(self, item: Any, batch: list[Any]) -> None:
         message = getattr(item, "message", None)
@@ -49,39 +60,100 @@ class Batches:
         if not message.tracked:
             message.tracked = True
             app.consumer.track_message(message)
+        self._sensor_states[id(item)] = app.sensors.on_stream_event_in(
+            message.tp, message.offset, self.stream, item
+        )
         batch.append(item)
 
     async def next(self) -> list[Any]:
-        """Wait for the next non-empty batch."""
+        """Wait for the next non-empty batch.
+
+        An error thrown into the channel (Faust's way of stopping a reader) is raised, but
+        only once the events already taken are handed out: a batch is never left half-read.
+        """
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         queue = self.channel.queue
         loop = asyncio.get_running_loop()
         batch: list[Any] = []
         while not batch:
             self._take(await queue.get(), batch)
         deadline = loop.time() + self.within_s
-        while len(batch) < self.max_events:
-            if not queue.empty():
-                self._take(queue.get_nowait(), batch)
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                # a cancelled Queue.get leaves its item in the queue: nothing is lost here
-                item = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
-                break
-            self._take(item, batch)
+        try:
+            while len(batch) < self.max_events:
+                if not queue.empty():
+                    self._take(queue.get_nowait(), batch)
+                    continue
+                if loop.time() >= deadline:
+                    break
+                try:
+                    # a Queue.get cut short by the timeout leaves its item in the queue
+                    async with asyncio.timeout_at(deadline):
+                        item = await queue.get()
+                except TimeoutError:
+                    break
+                self._take(item, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._error = exc
         return batch
 
-    @staticmethod
-    def ack(events: Sequence[Any]) -> None:
+    def ack(self, events: Sequence[Any]) -> None:
         """Mark the events processed: their offsets may now be committed."""
+        sensors = self.app.sensors
+        states = self._sensor_states
         for event in events:
-            event.ack()
+            message = event.message
+            state = states.pop(id(event), None)
+            sensors.on_stream_event_out(message.tp, message.offset, self.stream, event, state)
+            if event.ack():
+                sensors.on_message_out(message.tp, message.offset, message)
 
     def __aiter__(self) -> Batches:
         return self
 
     async def __anext__(self) -> list[Any]:
         return await self.next()
+
+
+EXIT_AGENT_FAILED = 70
+"""Exit status of a worker whose agent failed unexpectedly (``EX_SOFTWARE``)."""
+
+
+async def consume(
+    app: Any,
+    stream: Any,
+    handle: Callable[[list[Any]], Awaitable[None]],
+    *,
+    max_events: int,
+    within_s: float,
+    what: str,
+) -> None:
+    """Run ``handle`` on each batch, then acknowledge it; an error in ``handle`` ends the worker.
+
+    Why end the worker: the batch's events are tracked and unacknowledged, and carrying on
+    past them would let later acknowledgements commit over them (Faust commits past a gap of
+    one offset), while a rebalance or a shutdown would wait for them forever. Exiting at once
+    is a crash like any other: nothing unacknowledged is committed, and the next owner (or the
+    restarted worker) reads the batch again. Expected failures never get here — bad records
+    become dead letters, an unreachable broker or Redis is waited for.
+    """
+    batches = Batches(app, stream, max_events, within_s)
+    async for events in batches:
+        try:
+            await handle(events)
+        except Exception:
+            log.critical(
+                "%s failed on a batch of %d events; stopping the worker (exit %d) so that "
+                "nothing after it is committed — restart it: it resumes from the last "
+                "committed offset, and the traceback below says what went wrong",
+                what,
+                len(events),
+                EXIT_AGENT_FAILED,
+                exc_info=True,
+            )
+            logging.shutdown()
+            os._exit(EXIT_AGENT_FAILED)
+        batches.ack(events)

@@ -14,15 +14,20 @@ partition p therefore run with an event of partition p set as the current event.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from faust.streams import _current_event
 
 from streams.domain.state import CustomerState
+
+log = logging.getLogger(__name__)
 
 CLOCK_KEY = "\x00clock/{partition}"
 PURCHASE_STREAMS = ("purchases/", "interactions/")
@@ -86,11 +91,11 @@ class TableStores:
         self._stores.clear()
         self._loaded = False
 
-    def flush(self, partition: int, event: Any) -> int:
+    def flush(self, partition: int, event: Any) -> list[Any]:
         """Write the partition's changed states; ``event`` must come from that partition."""
         store = self._stores.get(partition)
         if store is None:
-            return 0
+            return []
         return store.flush(event)
 
 
@@ -150,18 +155,74 @@ class TableStore:
         self.cache.pop(customer_id, None)
         self.dirty.discard(customer_id)
 
-    def flush(self, event: Any) -> int:
-        """Write changed states, then the clock (a clock never runs ahead of its states)."""
-        written = 0
+    def flush(self, event: Any) -> list[ChangelogWrite]:
+        """Write changed states, then the clock (a clock never runs ahead of its states).
+
+        Returns the changelog writes, each with the future that is done once the broker has
+        the record: the batch is acknowledged only after all of them (:func:`changelog_written`).
+        A plain ``table[key] = value`` would queue the send in Faust's producer buffer and
+        hand back nothing to wait for.
+        """
+        writes: list[ChangelogWrite] = []
         with as_current_event(event):
             for customer_id in self.dirty:
-                self.table[customer_id] = self.cache[customer_id].to_bytes()
-                written += 1
+                writes.append(self._write(customer_id, self.cache[customer_id].to_bytes()))
             if self._clock_dirty:
-                self.table[CLOCK_KEY.format(partition=self.partition)] = orjson.dumps(
-                    list(self._clock)
-                )
+                key = CLOCK_KEY.format(partition=self.partition)
+                writes.append(self._write(key, orjson.dumps(list(self._clock))))
         self.dirty.clear()
         self.cache.clear()
         self._clock_dirty = False
-        return written
+        return writes
+
+    def _write(self, key: str, raw: bytes) -> ChangelogWrite:
+        self.table.data[key] = raw
+        return ChangelogWrite(self.table, self.partition, key, raw)
+
+
+@dataclass
+class ChangelogWrite:
+    """One table write on its way to the changelog partition of its input partition."""
+
+    table: Any
+    partition: int
+    key: str
+    value: bytes
+    future: Any = None
+
+    def __post_init__(self) -> None:
+        if self.future is None:
+            self.send()
+
+    def send(self) -> None:
+        self.future = self.table.send_changelog(self.partition, self.key, self.value)
+
+
+async def changelog_written(writes: Sequence[ChangelogWrite]) -> None:
+    """Wait until the broker has every changelog record of a batch.
+
+    The batch's events are acknowledged after this, so an offset is never committed before
+    the states it produced are on the broker. A write the producer gave up on (the broker was
+    gone longer than the producer's request timeout) is sent again, same key, same value —
+    before any later batch could write that key.
+    """
+    pending = list(writes)
+    delay = 0.2
+    while pending:
+        results = await asyncio.gather(*(w.future for w in pending), return_exceptions=True)
+        failed = [w for w, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
+        if not failed:
+            return
+        first = next(r for r in results if isinstance(r, Exception))
+        log.warning(
+            "%d changelog writes failed (%s: %s); sending them again in %.1f s",
+            len(failed),
+            type(first).__name__,
+            first,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+        for w in failed:
+            w.send()
+        pending = failed

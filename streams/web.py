@@ -72,7 +72,7 @@ from schemas import DeadLetterReason
 from schemas.common import ID_PATTERN
 from streams.adapters import ProfileViews, connect, redis_location, with_backoff
 from streams.adapters.redis_views import DIMENSIONS, iso_ms
-from streams.batches import Batches
+from streams.batches import consume
 from streams.config import Settings
 from streams.processor import Counters
 
@@ -996,9 +996,11 @@ def register_web(
     async def web_feed(stream: Any) -> None:
         """Offers by decision, for /metrics. (Alerts and changes come from the ``offers``
         agent, which already reads their topics: see streams.app.)"""
-        async for events in Batches(app, stream.channel, FEED_BATCH, 0.2):
+
+        async def handle(events: list[Any]) -> None:
             await side.take_outputs([event.value for event in events])
-            Batches.ack(events)
+
+        await consume(app, stream, handle, max_events=FEED_BATCH, within_s=0.2, what="web feed")
 
     async def sample_segments() -> None:
         """Segment sizes every few seconds, for the dashboard's chart."""

@@ -23,6 +23,7 @@ class Message:
     offset: int
     generation_id: int = 1
     tracked: bool = False
+    tp: str = "purchases-0"
 
 
 @dataclass(eq=False)
@@ -30,8 +31,9 @@ class Event:
     message: Message
     acked: bool = False
 
-    def ack(self) -> None:
+    def ack(self) -> bool:
         self.acked = True
+        return True
 
 
 @dataclass
@@ -51,15 +53,62 @@ class Consumer:
 
 
 @dataclass
+class Sensors:
+    """Faust's sensor hooks: what went in, what came out (the monitor's view)."""
+
+    calls: list[tuple[str, int]] = field(default_factory=list)
+
+    def on_stream_event_in(self, tp: str, offset: int, stream: Any, event: Any) -> dict[str, int]:
+        self.calls.append(("in", offset))
+        return {"offset": offset}
+
+    def on_stream_event_out(
+        self, tp: str, offset: int, stream: Any, event: Any, state: dict[str, int] | None
+    ) -> None:
+        assert state == {"offset": offset}, "the state from on_stream_event_in goes back out"
+        self.calls.append(("out", offset))
+
+    def on_message_out(self, tp: str, offset: int, message: Any) -> None:
+        self.calls.append(("done", offset))
+
+
+@dataclass
 class App:
     flow_control: Flow = field(default_factory=Flow)
     consumer_generation_id: int = 1
     consumer: Consumer = field(default_factory=Consumer)
+    sensors: Sensors = field(default_factory=Sensors)
+
+
+@dataclass
+class Queue(asyncio.Queue[Any]):
+    """An asyncio queue that, like Faust's, can have an error thrown into it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[BaseException] = []
+
+    def empty(self) -> bool:
+        return super().empty() and not self.errors
+
+    def throw(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self._wakeup_next(self._getters)  # type: ignore[attr-defined]
+
+    def get_nowait(self) -> Any:
+        if self.errors:
+            raise self.errors.pop(0)
+        return super().get_nowait()
 
 
 @dataclass
 class Channel:
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    queue: Queue = field(default_factory=Queue)
+
+
+@dataclass
+class Stream:
+    channel: Channel = field(default_factory=Channel)
 
 
 def events(*offsets: int, generation: int = 1) -> list[Event]:
@@ -67,40 +116,49 @@ def events(*offsets: int, generation: int = 1) -> list[Event]:
 
 
 async def test_a_full_batch_closes_at_once_and_is_tracked_not_acknowledged() -> None:
-    app, channel = App(), Channel()
+    app, stream = App(), Stream()
+    channel = stream.channel
     for e in events(*range(5)):
         channel.queue.put_nowait(e)
-    batch = await asyncio.wait_for(Batches(app, channel, 3, within_s=60).next(), 1)
+    batches = Batches(app, stream, 3, within_s=60)
+    batch = await asyncio.wait_for(batches.next(), 1)
     assert [e.message.offset for e in batch] == [0, 1, 2]
     assert app.consumer.tracked == [0, 1, 2]
     assert not any(e.acked for e in batch)
-    Batches.ack(batch)
+    batches.ack(batch)
     assert all(e.acked for e in batch)
+    assert app.sensors.calls == [
+        *(("in", o) for o in range(3)),
+        *(step for o in range(3) for step in (("out", o), ("done", o))),
+    ]
     assert channel.queue.qsize() == 2
 
 
 async def test_a_partial_batch_closes_when_the_window_ends() -> None:
-    app, channel = App(), Channel()
+    app, stream = App(), Stream()
+    channel = stream.channel
     channel.queue.put_nowait(events(7)[0])
     loop = asyncio.get_running_loop()
     started = loop.time()
-    batch = await Batches(app, channel, 100, within_s=0.05).next()
+    batch = await Batches(app, stream, 100, within_s=0.05).next()
     assert [e.message.offset for e in batch] == [7]
     assert loop.time() - started >= 0.05
 
 
 async def test_an_event_arriving_within_the_window_joins_the_batch() -> None:
-    app, channel = App(), Channel()
+    app, stream = App(), Stream()
+    channel = stream.channel
     first, second = events(1, 2)
     channel.queue.put_nowait(first)
     loop = asyncio.get_running_loop()
     loop.call_later(0.02, channel.queue.put_nowait, second)
-    batch = await Batches(app, channel, 100, within_s=2.0).next()
+    batch = await Batches(app, stream, 100, within_s=2.0).next()
     assert batch == [first, second]
 
 
 async def test_events_during_a_paused_flow_are_dropped_unacknowledged() -> None:
-    app, channel = App(), Channel()
+    app, stream = App(), Stream()
+    channel = stream.channel
     app.flow_control.active = False  # a rebalance is under way
     paused = events(10, 11)
     for e in paused:
@@ -112,7 +170,7 @@ async def test_events_during_a_paused_flow_are_dropped_unacknowledged() -> None:
         channel.queue.put_nowait(later)
 
     asyncio.get_running_loop().call_later(0.02, resume)
-    batches = Batches(app, channel, 10, within_s=0)
+    batches = Batches(app, stream, 10, within_s=0)
     assert await asyncio.wait_for(batches.next(), 1) == [later]
     assert batches.skipped == 2
     assert not any(e.acked or e.message.tracked for e in paused)
@@ -120,24 +178,38 @@ async def test_events_during_a_paused_flow_are_dropped_unacknowledged() -> None:
 
 
 async def test_events_of_an_older_generation_are_dropped_unacknowledged() -> None:
-    app, channel = App(consumer_generation_id=3), Channel()
+    app, stream = App(consumer_generation_id=3), Stream()
+    channel = stream.channel
     stale, fresh = events(5, generation=2)[0], events(5, generation=3)[0]
     channel.queue.put_nowait(stale)
     channel.queue.put_nowait(fresh)
-    batches = Batches(app, channel, 10, within_s=0)
+    batches = Batches(app, stream, 10, within_s=0)
     assert await asyncio.wait_for(batches.next(), 1) == [fresh]
     assert batches.skipped == 1
     assert not stale.acked and not stale.message.tracked
 
 
 async def test_items_without_a_message_are_ignored() -> None:
-    app, channel = App(), Channel()
+    app, stream = App(), Stream()
+    channel = stream.channel
     channel.queue.put_nowait("not an event")
     e = events(1)[0]
     channel.queue.put_nowait(e)
-    assert await asyncio.wait_for(Batches(app, channel, 10, within_s=0).next(), 1) == [e]
+    assert await asyncio.wait_for(Batches(app, stream, 10, within_s=0).next(), 1) == [e]
 
 
 async def test_a_batch_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        Batches(App(), Channel(), 0, within_s=0)
+        Batches(App(), Stream(), 0, within_s=0)
+
+
+async def test_an_error_thrown_into_the_channel_waits_for_the_events_already_taken() -> None:
+    app, stream = App(), Stream()
+    taken = events(1)[0]
+    stream.channel.queue.put_nowait(taken)
+    # Faust throws into the channel (e.g. to stop the reader) while a batch is being filled
+    asyncio.get_running_loop().call_later(0.02, stream.channel.queue.throw, StopAsyncIteration())
+    batches = Batches(app, stream, 10, within_s=2)
+    assert await asyncio.wait_for(batches.next(), 1) == [taken]  # handed out, not dropped
+    with pytest.raises(StopAsyncIteration):
+        await batches.next()
