@@ -244,6 +244,9 @@ def settings(
         app_id=run_id,
         data_dir=str(tmp_path_factory.mktemp("worker")),
     )
+    if os.environ.get("RFM_TEST_KEEP"):  # to look into a failure: topics, groups, Redis keys
+        print(f"\nRFM_TEST_KEEP: kept the topics, groups and Redis keys of run {run_id}")
+        return
     _delete_run_resources(stack, run_id)
 
 
