@@ -31,7 +31,7 @@ from streams.adapters.redis_views import ProfileUpdate, ProfileViews
 from streams.adapters.retry import with_backoff
 from streams.batches import consume
 from streams.config import Settings
-from streams.consumer import install as install_rewinding_consumer
+from streams.consumer import install as install_contiguous_consumer
 from streams.convert import retention_offer, trigger_of
 from streams.domain.events import Profile
 from streams.domain.model import Model, default_model
@@ -96,7 +96,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         value_serializer="raw",
     )
     t = settings.topics
-    install_rewinding_consumer(app)  # see streams.consumer
+    install_contiguous_consumer(app)  # see streams.consumer
     inputs = app.topic(t.purchases, t.interactions, key_type=bytes, value_type=bytes)
     outputs = {
         name: app.topic(name, key_type=bytes, value_type=bytes, internal=False)

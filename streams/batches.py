@@ -15,7 +15,10 @@ event's acknowledgement, and an acknowledged offset is one the consumer commits:
 Here an event is *tracked* when taken (so a rebalance or a shutdown waits for its batch) and
 acknowledged only by :meth:`Batches.ack`, after its batch is done. An event that arrives while
 the flow is paused, or from an older generation, is dropped *unacknowledged*: the commit stops
-before it, and the seek to the committed offsets that ends every rebalance reads it again.
+before it, and the seek to the committed offsets that ends every rebalance reads it again. The
+records after it from the same read of its partition are dropped too (processing them first
+would make the dropped one look like a redelivery), and the consumer is told to read the
+partition again (:meth:`streams.consumer.ContiguousConsumer.invalidate`).
 """
 
 from __future__ import annotations
@@ -48,15 +51,29 @@ class Batches:
         """Events dropped unacknowledged because they arrived during or before a rebalance."""
         self._error: BaseException | None = None
         self._sensor_states: dict[int, Any] = {}
+        self._dropped: dict[Any, int] = {}
+        """Partition -> the read (``StampedMessage.lineage``) a record was dropped from."""
 
     def _take(self, item: Any, batch: list[Any]) -> None:
         message = getattr(item, "message", None)
         if message is None:  # not an event from a topic: nothing to acknowledge, nothing to do
             return
         app = self.app
+        tp = message.tp
+        lineage = getattr(message, "lineage", None)
         if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
             self.skipped += 1  # left unacknowledged on purpose (module doc)
+            if lineage is not None:
+                self._dropped[tp] = lineage
+                invalidate = getattr(app.consumer, "invalidate", None)
+                if invalidate is not None:
+                    invalidate(tp, lineage)
             return
+        if tp in self._dropped:
+            if self._dropped[tp] == lineage:
+                self.skipped += 1  # after a dropped record of the same read: read again too
+                return
+            del self._dropped[tp]  # a new read of the partition: it starts at or before the drop
         if not message.tracked:
             message.tracked = True
             app.consumer.track_message(message)

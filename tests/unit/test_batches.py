@@ -24,6 +24,7 @@ class Message:
     generation_id: int = 1
     tracked: bool = False
     tp: str = "purchases-0"
+    lineage: int | None = None
 
 
 @dataclass(eq=False)
@@ -47,9 +48,13 @@ class Flow:
 @dataclass
 class Consumer:
     tracked: list[int] = field(default_factory=list)
+    invalidated: list[tuple[str, int | None]] = field(default_factory=list)
 
     def track_message(self, message: Message) -> None:
         self.tracked.append(message.offset)
+
+    def invalidate(self, tp: str, lineage: int | None) -> None:
+        self.invalidated.append((tp, lineage))
 
 
 @dataclass
@@ -187,6 +192,24 @@ async def test_events_of_an_older_generation_are_dropped_unacknowledged() -> Non
     assert await asyncio.wait_for(batches.next(), 1) == [fresh]
     assert batches.skipped == 1
     assert not stale.acked and not stale.message.tracked
+
+
+async def test_after_a_dropped_record_the_rest_of_its_read_waits_for_the_next_read() -> None:
+    """Processing 6 before the dropped 5 would make 5 look like a redelivery: lost."""
+    app, stream = App(consumer_generation_id=3), Stream()
+    queue = stream.channel.queue
+    dropped = Event(Message(5, generation_id=2, lineage=1))  # cut off by a rebalance
+    same_read = [Event(Message(o, generation_id=3, lineage=1)) for o in (6, 7)]
+    other_partition = Event(Message(9, generation_id=3, lineage=1, tp="purchases-1"))
+    read_again = [Event(Message(o, generation_id=3, lineage=2)) for o in (4, 5, 6)]
+    for e in (dropped, *same_read, other_partition, *read_again):
+        queue.put_nowait(e)
+    batches = Batches(app, stream, 10, within_s=0)
+    batch = await asyncio.wait_for(batches.next(), 1)
+    assert batch == [other_partition, *read_again]
+    assert batches.skipped == 3
+    assert app.consumer.invalidated == [("purchases-0", 1)]
+    assert not any(e.message.tracked for e in (dropped, *same_read))
 
 
 async def test_items_without_a_message_are_ignored() -> None:
