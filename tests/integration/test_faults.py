@@ -7,7 +7,7 @@ output id, with the pure core run over the input topics (nothing missing, nothin
 no id with two contents; retention offers by the offer policy; the final table state and
 profiles equal to the reference's).
 
-* workers SIGKILLed repeatedly during a replay (one worker; several: see the test);
+* workers SIGKILLed repeatedly during a replay, one worker and three;
 * the broker stopped and restarted mid-stream, Redis stopped and restarted while offers are
   made — both on a dedicated stack instance (``RFM_LOCAL_DIR=<tmp> deploy/local/stack.sh``),
   never on the shared one, which other sessions use;
@@ -116,10 +116,7 @@ KILL_PROGRESS = 60  # new output records between two kills: the restarted group 
 
 
 @pytest.mark.timeout(420, func_only=True)
-# Several workers: not yet in the suite. One run in five still loses a record after a
-# handover (README, Known limitations: Faust's consumer can commit past a record it never
-# delivered); `bench/soak.py --workers 2` and `pytest -k sigkilled` with 3 show it.
-@pytest.mark.parametrize("workers", [1])
+@pytest.mark.parametrize("workers", [1, 3])
 def test_workers_sigkilled_repeatedly_during_a_replay(
     isolated_settings: Settings, tmp_path: Path, workers: int
 ) -> None:

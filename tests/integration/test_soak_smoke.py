@@ -37,7 +37,7 @@ def test_soak_smoke(stack: Stack, tmp_path: Path) -> None:
             "--minutes",
             "0.5",
             "--workers",
-            "1",  # several workers: README, Known limitations (a handover can lose a record)
+            "2",  # handovers between workers, and a worker restarted on its own
             "--kill-every",
             "10",
             "--customers",
