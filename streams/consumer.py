@@ -183,6 +183,14 @@ class ContiguousConsumer(AIOKafkaConsumer):
         self._anchor.pop(tp, None)
         self._unanchored.add(tp)
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Forget what this consumer knew of partitions it no longer has."""
+        for tp in revoked:
+            for known in (self._next, self._anchor, self._first, self._holes):
+                known.pop(tp, None)
+            self._unanchored.discard(tp)
+        await super().on_partitions_revoked(revoked)
+
     def invalidate(self, tp: TP, lineage: int | None) -> None:
         """A record of ``tp`` handed out by ``lineage`` was dropped unprocessed: read it again."""
         if lineage is not None and self._lineage.get(tp) == lineage and tp in self._next:
@@ -228,6 +236,8 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 self._seek_idle.set()
 
     async def _seek(self, partition: TP, offset: int) -> None:
+        # Faust seeks here to a table's or a recovery's own offset, not the committed one:
+        # the read from there is not anchored, so it is read again from the committed offset.
         if self._strict(partition):
             self._unanchor(partition)  # a seek elsewhere than committed: read again from there
         await super()._seek(partition, offset)
@@ -240,6 +250,9 @@ class ContiguousConsumer(AIOKafkaConsumer):
 
     async def _reread(self) -> None:
         """Read the unanchored partitions again from their committed offsets."""
+        self._unanchored.intersection_update(self.assignment())
+        if not self._unanchored:
+            return
         now = asyncio.get_running_loop().time()
         if now - self._last_reread < 1.0:
             await asyncio.sleep(1.0 - (now - self._last_reread))
@@ -299,6 +312,8 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 try:
                     records, active = await self._wait_next_records(1.0)
+                    generation_id = self.app.consumer_generation_id
+                    lineages = dict(self._lineage)
                     await self.sleep(0)
                     if not records or self.should_stop:
                         continue
@@ -312,7 +327,7 @@ class ContiguousConsumer(AIOKafkaConsumer):
                         continue
                     if not self._seek_idle.is_set():
                         await self._seek_idle.wait()
-                    await self._hand_out(records, active)
+                    await self._hand_out(records, active, generation_id, lineages)
                 finally:
                     self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -336,10 +351,18 @@ class ContiguousConsumer(AIOKafkaConsumer):
         state = self._current_state(tp)
         return state is mark[0] and state._position == mark[1]
 
-    async def _hand_out(self, records: Any, active: set[TP] | None) -> None:
-        """Hand one fetch's records to the agents, under the rules of the module doc."""
+    async def _hand_out(
+        self,
+        records: Any,
+        active: set[TP] | None,
+        generation_id: int,
+        lineages: Mapping[TP, int],
+    ) -> None:
+        """Hand one fetch's records to the agents, under the rules of the module doc.
+
+        ``generation_id`` and ``lineages`` are as they were when the fetch returned.
+        """
         marks = getattr(records, "marks", {})
-        generation_id = self.app.consumer_generation_id
         buffered = self._buffered_partitions
         read_offset = self._read_offset
         commit_every = self._commit_every
@@ -358,6 +381,15 @@ class ContiguousConsumer(AIOKafkaConsumer):
                     cut = True
                 if strict and not self._fresh(tp, marks):
                     self.stats["stale"] += 1
+                    mark = marks.get(tp)
+                    if (
+                        tp in self._next
+                        and mark is not None
+                        and self._anchor.get(tp) is mark[0]
+                        and self._lineage.get(tp) == lineages.get(tp)
+                    ):
+                        # moved by no seek of ours (aiokafka's own reset): read again
+                        self._unanchor(tp)
                     continue
                 if cut or not (active is None or tp in active or tp in buffered):
                     if strict and tp in self._next:
@@ -407,7 +439,11 @@ class ContiguousConsumer(AIOKafkaConsumer):
     async def _deliver(self, message: Any, suspended: asyncio.Future[Any], stopping: Any) -> bool:
         """Hand ``message`` to its channels; False if a stopped flow or worker cut it short."""
         task = asyncio.ensure_future(self.callback(message))
-        await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
         if task.done():
             task.result()
             return True

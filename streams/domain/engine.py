@@ -149,7 +149,11 @@ class PartitionEngine:
         key = f"{position.stream}/{position.partition}"
         state = self.store.get(fact.customer_id)
         if state is not None and position.offset <= state.offsets.get(key, -1):
-            return [DuplicateEvent(fact, position, "redelivered")]
+            # Applied before a restart. Time still moves as it did then: the clock is saved
+            # after the states, so a crash between the two leaves it behind them.
+            out = self._advance(fact.at_ms)
+            out.append(DuplicateEvent(fact, position, "redelivered"))
+            return out
         closed = self.closed_ms
         if closed is not None and fact.at_ms < closed:
             return [LateEvent(fact, position, closed)]
@@ -178,6 +182,9 @@ class PartitionEngine:
         key = f"{position.stream}/{position.partition}"
         state = self.store.get(fact.customer_id)
         if state is not None and position.offset <= state.offsets.get(key, -1):
+            # applied before a restart: the touch clock moves as it did then (see on_purchase)
+            if self.touch_clock_ms is None or fact.at_ms > self.touch_clock_ms:
+                self.touch_clock_ms = fact.at_ms
             return [DuplicateEvent(fact, position, "redelivered")]
         if self.touch_clock_ms is not None and fact.at_ms < self.touch_clock_ms - self._lateness:
             return [LateEvent(fact, position, self.touch_clock_ms - self._lateness)]
