@@ -8,7 +8,6 @@ identical content, nothing is missing, and no state counts an event twice.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,12 @@ from tests.integration.topology import (
     collect_expected,
     compare,
     compared_topics,
-    group_assignment,
-    is_split,
     large_log,
     last_output_per_customer,
     outs_of,
     read_table_states,
     reference,
     small_log,
-    wait_for_workers,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240, func_only=True)]
@@ -174,48 +170,3 @@ def test_graceful_restart_resumes_from_the_changelog(
         second.wait_ready(timeout=90)
         actual = collect_expected(settings, expected, alive=second.check_alive)
     assert_same_outputs(expected, actual, "restart after SIGTERM half way")
-
-
-def test_partitions_move_to_the_remaining_worker(
-    isolated_settings: Settings, tmp_path: Path
-) -> None:
-    """Two workers split the partitions; one stops; the other takes its partitions over."""
-    settings = isolated_settings
-    purchases = settings.topics.purchases
-    ensure_topics(settings)
-    lines, _ = small_log()
-    planned = plan(lines, settings, lateness_ms=RULES.allowed_lateness_ms)
-    half = len(planned) // 2
-    first_half = outs_of(settings, reference(settings, RULES, MODEL, planned[:half]).outputs)
-    expected = outs_of(settings, reference(settings, RULES, MODEL, planned).outputs)
-    everything = set(range(settings.partitions))
-
-    with ExitStack() as stack:
-        a = stack.enter_context(WorkerProcess(settings, tmp_path, "worker-a", env=FAST_FAILOVER))
-        a.wait_ready()
-        b = stack.enter_context(WorkerProcess(settings, tmp_path, "worker-b", env=FAST_FAILOVER))
-
-        def split() -> list[set[int]] | None:
-            assignment = group_assignment(settings, purchases)
-            if is_split(assignment, 2, settings.partitions) and a.is_ready() and b.is_ready():
-                return assignment
-            return None
-
-        shares = wait_for_workers(split, 90, "two workers to split the partitions", a, b)
-        produce(planned[:half], settings)
-
-        def both_alive() -> None:
-            a.check_alive()
-            b.check_alive()
-
-        collect_expected(settings, first_half, alive=both_alive)
-        assert stopped(b), b.log_tail()
-
-        def took_over() -> bool | None:
-            assignment = group_assignment(settings, purchases)
-            return True if assignment == [everything] and a.is_ready() else None
-
-        wait_for_workers(took_over, 60, "worker-a to take over worker-b's partitions", a)
-        produce(planned[half:], settings)
-        actual = collect_expected(settings, expected, alive=a.check_alive)
-    assert_same_outputs(expected, actual, f"partitions handed over (shares were {shares})")
