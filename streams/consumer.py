@@ -25,6 +25,10 @@ ignored as a redelivery: lost. Faust's fetch loop can do exactly that around a r
 * **No skipping.** A fresh record that cannot be handed out (flow stopped, partition paused, no
   anchor, hand-out cut short) leaves the fetch position past it, so the partition loses its
   anchor and is read again from the committed offset: by the rebalance's seek, or by ours.
+* **Nothing during a rebalance.** Until the rebalance ends, input records are not handed out
+  at all: Faust's recovery seeks to the committed offsets *before* it resumes the flow, and
+  resuming clears the agents' queues, so a record handed out in between would vanish
+  unprocessed while the ones after it went on (``bench/soak.py`` lost a purchase this way).
 * **Holes.** A fresh record past the anchor means the log itself has no record there (a
   transaction marker, compaction, retention): the offsets are remembered and committed over.
 * **Commit.** Only a run of acknowledged offsets and holes starting exactly at the committed
@@ -391,6 +395,14 @@ class ContiguousConsumer(AIOKafkaConsumer):
                         # moved by no seek of ours (aiokafka's own reset): read again
                         self._unanchor(tp)
                     continue
+                if strict and self.app.rebalancing:
+                    # Faust's recovery seeks first and resumes the flow after, and resuming
+                    # clears the agents' queues: a record handed out in between would vanish
+                    # unprocessed while later ones go on. Read it again once the rebalance ends.
+                    if tp in self._next:
+                        self.stats["cut"] += 1
+                        self._unanchor(tp)
+                    continue
                 if cut or not (active is None or tp in active or tp in buffered):
                     if strict and tp in self._next:
                         self.stats["cut"] += 1
@@ -445,6 +457,8 @@ class ContiguousConsumer(AIOKafkaConsumer):
             task.cancel()
             raise
         if task.done():
+            if task.cancelled():  # e.g. a queue cleared under it (Faust's flow control)
+                return False
             task.result()
             return True
         task.cancel()
