@@ -42,8 +42,8 @@ from bench.kit import (
 )
 from streams.config import Settings
 from streams.domain.rules import load_rules
-from streams.replay import partition_for
-from streams.topics import ensure_topics
+from streams.tools.replay import partition_for
+from streams.worker.topics import ensure_topics
 
 _KINDS = ("visit", "product_view", "email_open", "cart_add")
 

@@ -94,13 +94,13 @@ from streams.domain.model import default_model  # noqa: E402
 from streams.domain.rules import load_rules  # noqa: E402
 from streams.domain.state import CustomerState  # noqa: E402
 from streams.processor import PURCHASES, TICK_HEADER, tick_record  # noqa: E402
-from streams.replay import partition_for  # noqa: E402
-from streams.table_store import CLOCK_KEY, partition_of  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
+from streams.tools.replay import partition_for  # noqa: E402
+from streams.worker.table_store import CLOCK_KEY, partition_of  # noqa: E402
+from streams.worker.topics import ensure_topics  # noqa: E402
 
 console = Console(stderr=True)
 
-TABLE = "customers"  # the table's name in streams/app.py
+TABLE = "customers"  # the table's name in streams/worker/app.py
 KIB = 1024
 MIB = 1024 * 1024
 RECOVERY_TARGET_S = 30.0

@@ -43,7 +43,7 @@ from bench.kit import (
 )
 from bench.workload import Workload, generate, produce_fast
 from streams.config import Settings
-from streams.topics import ensure_topics
+from streams.worker.topics import ensure_topics
 
 ALL = ("plain", "core", "faust-floor", "faust-naive", "rfm-1", "rfm-2")
 HERE = Path(__file__).resolve().parent

@@ -161,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     if args.contender in ("plain", "core"):
-        from streams.app import use_fast_event_loop
+        from streams.worker.app import use_fast_event_loop
 
         use_fast_event_loop()
         result = asyncio.run(
@@ -169,7 +169,7 @@ def main() -> None:
         )
         print(orjson.dumps(result).decode(), flush=True)
         return
-    from streams.app import use_fast_event_loop
+    from streams.worker.app import use_fast_event_loop
 
     use_fast_event_loop()  # the loop the product's worker runs on
     app = faust_app(args.contender == "faust-naive", settings)

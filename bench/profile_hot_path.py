@@ -25,7 +25,7 @@ from bench.workload import Workload, generate, produce_fast
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
 from streams.processor import InRecord, MemoryPartitionStore, Processor
-from streams.topics import ensure_topics
+from streams.worker.topics import ensure_topics
 
 BATCH = 2_000  # the worker's take_events batch size
 

@@ -4,7 +4,7 @@
 
 What it does:
 
-1. generates a personas log (:mod:`streams.personas`: true friends, butterflies, barnacles,
+1. generates a personas log (:mod:`streams.tools.personas`: true friends, butterflies, barnacles,
    strangers, with reordered, very late, duplicate and invalid records) and plans it in
    delivery order;
 2. starts 1-3 workers (replay mode, short Kafka session timeout so a killed one's partitions
@@ -14,7 +14,7 @@ What it does:
    ``--kill-every`` seconds and restarts it on the same data directory, and, with
    ``--bounce-redis-every``, stops Redis for ``--redis-down`` seconds;
 4. stops feeding, ticks every partition's clock to the end of the log, waits for the workers
-   to catch up and runs the verifier (:mod:`streams.verify`, the ``rfm-stream verify``
+   to catch up and runs the verifier (:mod:`streams.tools.verify`, the ``rfm-stream verify``
    command): every output topic against the pure core over the input topics;
 5. prints the verdict (ALL-RECORDS-DELIVERED or what is missing) with the counts: events in,
    outputs, dead letters, duplicates dropped, kills survived, Redis bounces, elapsed time.
@@ -55,10 +55,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
-from streams.personas import PersonaConfig, generate
-from streams.replay import Planned, plan, produce
-from streams.topics import ensure_topics
-from streams.verify import DELIVERED, Verdict, group_lag, verify
+from streams.tools.personas import PersonaConfig, generate
+from streams.tools.replay import Planned, plan, produce
+from streams.tools.verify import DELIVERED, Verdict, group_lag, verify
+from streams.worker.topics import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK_SH = REPO_ROOT / "deploy" / "local" / "stack.sh"

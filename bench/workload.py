@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from streams.config import Settings
-from streams.replay import Planned, partition_for
+from streams.tools.replay import Planned, partition_for
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 _KINDS = ("visit", "product_view", "email_open", "email_click", "cart_add")

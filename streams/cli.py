@@ -54,7 +54,7 @@ def settings_or_exit() -> Settings:
 @app.command()
 def health() -> None:
     """Check that Kafka and Redis answer. Exit 0 when both do, 69 when one does not."""
-    from streams.health import check_all
+    from streams.tools.health import check_all
 
     checks = check_all(settings_or_exit())
     for check in checks:
@@ -86,7 +86,7 @@ def rules_or_exit(path: Path | None) -> Rules:
 
 def require_services(settings: Settings, *, redis: bool = False) -> None:
     """Exit 69 with a message saying how to start what is missing."""
-    from streams.health import check_kafka, check_redis
+    from streams.tools.health import check_kafka, check_redis
 
     checks = [check_kafka(settings)] + ([check_redis(settings)] if redis else [])
     failed = [c for c in checks if not c.ok]
@@ -103,9 +103,9 @@ def worker(rules: RulesOption = None) -> None:
     out; partitions are shared among them. Stops cleanly on Ctrl-C / SIGTERM."""
     from faust.worker import Worker
 
-    from streams.app import build, use_fast_event_loop
-    from streams.model_watch import load_current_model
-    from streams.topics import ensure_topics
+    from streams.worker.app import build, use_fast_event_loop
+    from streams.worker.model_watch import load_current_model
+    from streams.worker.topics import ensure_topics
 
     use_fast_event_loop()
     settings = settings_or_exit()
@@ -149,8 +149,8 @@ def replay(
     evaluated. The same log with the same model always gives the same outputs."""
     from rich.progress import Progress
 
-    from streams.replay import detect_format, plan, produce, read_lines
-    from streams.topics import ensure_topics
+    from streams.tools.replay import detect_format, plan, produce, read_lines
+    from streams.worker.topics import ensure_topics
 
     settings = settings_or_exit()
     rule_book = rules_or_exit(rules)
@@ -191,8 +191,8 @@ def tick(
 ) -> None:
     """Move every purchase partition's clock to AT (replay mode: time alone moves customers)."""
     from streams.processor import TICK_HEADER, tick_record
-    from streams.replay import Planned, produce
-    from streams.topics import ensure_topics
+    from streams.tools.replay import Planned, produce
+    from streams.worker.topics import ensure_topics
 
     settings = settings_or_exit()
     at_ms = _parse_time_ms(at)
@@ -217,9 +217,9 @@ def calibrate(
     """Fit a new model (quintile cut points, split points, BG/NBD parameters) from every
     customer's state in the changelog — all partitions, not one worker's — and publish it on
     the model topic. Workers adopt it without a restart."""
-    from streams.calibration import read_states
     from streams.domain.model import calibrate as fit
-    from streams.model_watch import load_current_model, publish_model
+    from streams.tools.calibration import read_states
+    from streams.worker.model_watch import load_current_model, publish_model
 
     settings = settings_or_exit()
     rule_book = rules_or_exit(rules)
@@ -259,8 +259,8 @@ def generate(
     """Write a synthetic event log of customers whose true quadrant is known (and some who
     churn at a known moment), with seasonality, refunds, interactions, late, duplicate and
     invalid events, plus a ground-truth file. Deterministic for a given seed."""
-    from streams.personas import PersonaConfig, write
-    from streams.personas import generate as make
+    from streams.tools.personas import PersonaConfig, write
+    from streams.tools.personas import generate as make
 
     try:
         config = PersonaConfig(
@@ -306,10 +306,10 @@ def quality(
     import orjson
 
     from streams.domain.model import default_model
-    from streams.personas import PersonaConfig, read_truth
-    from streams.personas import generate as make
-    from streams.quality import measure
-    from streams.replay import read_lines
+    from streams.tools.personas import PersonaConfig, read_truth
+    from streams.tools.personas import generate as make
+    from streams.tools.quality import measure
+    from streams.tools.replay import read_lines
 
     settings = settings_or_exit()
     rule_book = rules_or_exit(rules)
@@ -365,7 +365,7 @@ def demo(
     """Start a worker, replay the sample log live, print segment changes, churn alerts and
     offers as they happen, let 60 days pass with no event (time alone moves customers), and
     end with customers per segment. Uses its own topics and Redis keys each run."""
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     settings = settings_or_exit()
     require_services(settings, redis=True)
@@ -487,8 +487,8 @@ def verify_outputs(
     ALL-RECORDS-DELIVERED and exits 0 only then; otherwise says what is wrong and exits 1."""
     import orjson
 
-    from streams.model_watch import load_current_model
-    from streams.verify import records_from_log, verify
+    from streams.tools.verify import records_from_log, verify
+    from streams.worker.model_watch import load_current_model
 
     settings = settings_or_exit()
     rule_book = rules_or_exit(rules)

@@ -24,11 +24,10 @@ import os
 import ssl
 import threading
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-if TYPE_CHECKING:
-    from streams.config import Settings
+from pydantic import SecretStr
 
 T = TypeVar("T")
 
@@ -39,18 +38,56 @@ REDACTED: Final = "***"
 _SECRET_QUERY_WORDS: Final = ("pass", "secret", "token", "key")
 
 
+class SecuritySettings(Protocol):
+    """The settings this module reads. A protocol, not ``streams.config.Settings``, so that
+    ``config`` may use this module to validate itself without an import circle."""
+
+    @property
+    def kafka_bootstrap(self) -> str: ...
+    @property
+    def kafka_security_protocol(self) -> str: ...
+    @property
+    def kafka_sasl_mechanism(self) -> str: ...
+    @property
+    def kafka_sasl_username(self) -> str | None: ...
+    @property
+    def kafka_sasl_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_ssl_cafile(self) -> str | None: ...
+    @property
+    def kafka_ssl_certfile(self) -> str | None: ...
+    @property
+    def kafka_ssl_keyfile(self) -> str | None: ...
+    @property
+    def kafka_ssl_key_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_ssl_check_hostname(self) -> bool: ...
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_password(self) -> SecretStr | None: ...
+    @property
+    def redis_ssl_cafile(self) -> str | None: ...
+    @property
+    def redis_ssl_certfile(self) -> str | None: ...
+    @property
+    def redis_ssl_keyfile(self) -> str | None: ...
+    @property
+    def redis_ssl_check_hostname(self) -> bool: ...
+
+
 # ---- Kafka ---------------------------------------------------------------------------------
 
 
-def uses_sasl(settings: Settings) -> bool:
+def uses_sasl(settings: SecuritySettings) -> bool:
     return settings.kafka_security_protocol in SASL_PROTOCOLS
 
 
-def uses_tls(settings: Settings) -> bool:
+def uses_tls(settings: SecuritySettings) -> bool:
     return settings.kafka_security_protocol in TLS_PROTOCOLS
 
 
-def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def kafka_ssl_context(settings: SecuritySettings) -> ssl.SSLContext | None:
     """The TLS context for Kafka, or None when the protocol has no TLS.
 
     Trusts ``RFM_KAFKA_SSL_CAFILE`` only when it is set (else the system's CAs), verifies the
@@ -68,7 +105,7 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
 
 
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
+def kafka_client_options(settings: SecuritySettings) -> dict[str, Any]:
     """Security keyword arguments for KafkaProducer/KafkaConsumer/KafkaAdminClient
     (kafka-python) and AIOKafkaProducer/AIOKafkaConsumer (aiokafka)."""
     options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
@@ -82,7 +119,7 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def faust_broker_options(settings: Settings) -> dict[str, Any]:
+def faust_broker_options(settings: SecuritySettings) -> dict[str, Any]:
     """``broker`` (one ``kafka://host:port`` URL per bootstrap server) and
     ``broker_credentials`` for ``faust.App``: None, ``SSLCredentials`` or ``SASLCredentials``
     (with the TLS context for SASL_SSL); Faust hands them to its consumer, producer and admin."""
@@ -106,7 +143,7 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def describe_kafka_security(settings: Settings) -> str:
+def describe_kafka_security(settings: SecuritySettings) -> str:
     """A one-line summary without secrets, e.g. ``SASL_SSL (SCRAM-SHA-512 as rfm)``."""
     text: str = settings.kafka_security_protocol
     if uses_sasl(settings):
@@ -117,7 +154,7 @@ def describe_kafka_security(settings: Settings) -> str:
 # ---- Redis ---------------------------------------------------------------------------------
 
 
-def redis_options(settings: Settings) -> dict[str, Any]:
+def redis_options(settings: SecuritySettings) -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis.from_url`` / ``redis.asyncio.Redis.from_url``.
 
     The URL carries the scheme (``rediss://`` = TLS), host, user and optionally the password;
@@ -176,7 +213,7 @@ def _secret_name(name: str) -> bool:
 # ---- Validation ----------------------------------------------------------------------------
 
 
-def security_problems(settings: Settings) -> list[str]:
+def security_problems(settings: SecuritySettings) -> list[str]:
     """What is wrong with the security settings, each naming the variable(s) to change."""
     problems: list[str] = []
     protocol = settings.kafka_security_protocol
@@ -320,7 +357,7 @@ def _reveal(secret: Any) -> str | None:
 # ---- Subprocesses --------------------------------------------------------------------------
 
 
-def security_env(settings: Settings) -> dict[str, str]:
+def security_env(settings: SecuritySettings) -> dict[str, str]:
     """The ``RFM_*`` security variables that make a subprocess (a worker) connect like
     ``settings``; secrets included, so pass it only to a child's environment."""
     values: dict[str, Any] = {
@@ -345,7 +382,9 @@ def security_env(settings: Settings) -> dict[str, str]:
 # ---- Diagnosis -----------------------------------------------------------------------------
 
 
-def probe_kafka(settings: Settings, host: str, port: int, timeout: float = 5.0) -> str | None:
+def probe_kafka(
+    settings: SecuritySettings, host: str, port: int, timeout: float = 5.0
+) -> str | None:
     """Open one connection to ``host:port`` as the clients would (TLS, SASL login) and return
     None when it works, else what went wrong and which setting to look at.
 
@@ -374,7 +413,7 @@ def probe_kafka(settings: Settings, host: str, port: int, timeout: float = 5.0) 
     return None
 
 
-def kafka_failure_reason(settings: Settings, exc: BaseException, timeout: float) -> str:
+def kafka_failure_reason(settings: SecuritySettings, exc: BaseException, timeout: float) -> str:
     """A failed connection, in words, with the setting that most likely needs changing."""
     from aiokafka import errors as kafka_errors
 

@@ -29,7 +29,7 @@ import pytest
 from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.rules import load_rules
-from streams.replay import plan, produce
+from streams.tools.replay import plan, produce
 from tests.integration.conftest import REPO_ROOT, run_id, settings, stack  # noqa: F401
 from tests.integration.test_web import Served, free_port, web_worker
 

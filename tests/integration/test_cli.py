@@ -40,10 +40,10 @@ from streams.cli import app
 from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
-from streams.model_watch import load_current_model
-from streams.personas import PersonaConfig
-from streams.personas import generate as personas_generate
-from streams.replay import as_consumed, plan, read_lines
+from streams.tools.personas import PersonaConfig
+from streams.tools.personas import generate as personas_generate
+from streams.tools.replay import as_consumed, plan, read_lines
+from streams.worker.model_watch import load_current_model
 from tests.integration.conftest import REPO_ROOT, settings_env
 from tests.integration.topology import (
     ONE_OFF,
@@ -82,7 +82,9 @@ COMMANDS = (
     "inspect",
     "segments",
 )
-NOT_YET_HERE = {"verify": "added alongside this file (streams/verify.py): its end-to-end test"}
+NOT_YET_HERE = {
+    "verify": "added alongside this file (streams/tools/verify.py): its end-to-end test"
+}
 """Commands registered but not exercised below (--help is checked for every command)."""
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -425,7 +427,7 @@ def test_generate_writes_a_reproducible_log_with_its_truth(generated: Generated)
     b_events, b_truth = tmp / "b.jsonl", tmp / "b-truth.jsonl"
     assert not (tmp / "b_truth.jsonl").exists(), "--truth was not honoured"
 
-    # same seed, same bytes (the generator's own, see streams/personas.py); another seed,
+    # same seed, same bytes (the generator's own, see streams/tools/personas.py); another seed,
     # another log (made in this process: a third run would only cost time)
     assert a_events.read_bytes() == b_events.read_bytes()
     assert a_truth.read_bytes() == b_truth.read_bytes()
@@ -489,7 +491,7 @@ def test_quality_scores_a_generated_log(generated: Generated) -> None:
     right = sum(rows[q][q] for q in rows)
     assert f"quadrant at the end of the log ({total:,} active customers)" in ran.text
     assert f"quadrant accuracy: {right / total:.1%}" in ran.text
-    # the personas sit well inside their quadrants (tests/unit/test_quality.py has the floors)
+    # the personas sit well inside their quadrants (tests/unit/tools/test_quality.py has the floors)
     assert right / total >= 0.8, rows
 
     churned = sum(1 for t in truth if t["persona"] == "true_friend" and t["churned_at"])

@@ -2,7 +2,7 @@
 
 Modelled on Kafka Streams' exactly-once system test. Each test runs real ``rfm-stream worker``
 processes against a real broker and Redis, injects one kind of fault while events flow, and
-ends with :func:`streams.verify.verify`: every output topic read to its end and compared, by
+ends with :func:`streams.tools.verify.verify`: every output topic read to its end and compared, by
 output id, with the pure core run over the input topics (nothing missing, nothing unexpected,
 no id with two contents; retention offers by the offer policy; the final table state and
 profiles equal to the reference's).
@@ -41,10 +41,17 @@ from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
 from streams.processor import TICK_HEADER
-from streams.reference import run_reference
-from streams.replay import Planned, as_consumed, partition_for, plan, produce
-from streams.topics import ensure_topics
-from streams.verify import DELIVERED, Verdict, group_lag, read_inputs, read_table_states, verify
+from streams.tools.reference import run_reference
+from streams.tools.replay import Planned, as_consumed, partition_for, plan, produce
+from streams.tools.verify import (
+    DELIVERED,
+    Verdict,
+    group_lag,
+    read_inputs,
+    read_table_states,
+    verify,
+)
+from streams.worker.topics import ensure_topics
 from tests.integration.conftest import STACK_SH, Stack, read_stack_env
 from tests.integration.topology import (
     FAST_FAILOVER,

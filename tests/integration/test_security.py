@@ -28,10 +28,10 @@ from kafka.errors import KafkaError
 
 from schemas import SegmentChange, parse_output
 from streams.config import Settings
-from streams.demo import sample_log
-from streams.health import check_redis
 from streams.security import kafka_client_options, probe_kafka, redis_options
-from streams.topics import ensure_topics, topic_specs
+from streams.tools.demo import sample_log
+from streams.tools.health import check_redis
+from streams.worker.topics import ensure_topics, topic_specs
 from tests.integration.conftest import (
     REPO_ROOT,
     Stack,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.verify import DELIVERED
+from streams.tools.verify import DELIVERED
 from tests.integration.conftest import REPO_ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

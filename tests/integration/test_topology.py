@@ -2,7 +2,7 @@
 
 Each test has its own topics and app id (``isolated_settings``), runs ``rfm-stream worker``
 subprocesses in replay mode, produces a small deterministic log (``topology.small_log``) and
-compares what the worker published with :func:`streams.reference.run_reference` over the same
+compares what the worker published with :func:`streams.tools.reference.run_reference` over the same
 records: by output id, nothing missing, nothing unexpected, duplicates only byte-identical.
 """
 
@@ -23,9 +23,9 @@ from schemas import ChurnAlert, DeadLetter, SegmentChange
 from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
-from streams.reference import run_reference
-from streams.replay import as_consumed, partition_for, plan, produce
-from streams.topics import ensure_topics
+from streams.tools.reference import run_reference
+from streams.tools.replay import as_consumed, partition_for, plan, produce
+from streams.worker.topics import ensure_topics
 from tests.integration.topology import (
     LATECOMER,
     ONE_OFF,
@@ -180,7 +180,7 @@ def test_events_produced_by_kcat(isolated_settings: Settings, tmp_path: Path) ->
     """kcat events are processed like any others.
 
     kcat (librdkafka) partitions by CRC32 of the key unless told otherwise, unlike the Java
-    client, kafka-python and aiokafka (murmur2, see ``streams.replay.partition_for``). A new
+    client, kafka-python and aiokafka (murmur2, see ``streams.tools.replay.partition_for``). A new
     customer whose every event comes through kcat is consistent either way; events of an
     existing customer must use ``-X partitioner=murmur2_random`` to reach its partition.
     """

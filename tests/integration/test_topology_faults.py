@@ -16,8 +16,8 @@ from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
 from streams.domain.state import CustomerState
-from streams.replay import plan, produce
-from streams.topics import ensure_topics
+from streams.tools.replay import plan, produce
+from streams.worker.topics import ensure_topics
 from tests.integration.topology import (
     FAST_FAILOVER,
     OutputReader,

@@ -59,12 +59,12 @@ def serve() -> None:
 
     from faust.worker import Worker
 
-    from streams.app import build
     from streams.config import load_settings
     from streams.domain.rules import load_rules
-    from streams.model_watch import load_current_model
-    from streams.topics import ensure_topics
     from streams.web import register_web, registered_web
+    from streams.worker.app import build
+    from streams.worker.model_watch import load_current_model
+    from streams.worker.topics import ensure_topics
 
     logging.basicConfig(level=logging.INFO)
     settings = load_settings()

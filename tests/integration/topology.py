@@ -1,12 +1,12 @@
 """Helpers for the topology tests: real workers, output collection, the reference, comparison.
 
 The topology tests run ``rfm-stream worker`` as a subprocess against the real broker, produce a
-log with :func:`streams.replay.produce`, read the output topics back, and compare them with
-:func:`streams.reference.run_reference` over the same plan (the pure Processor without Kafka or
-Faust). The comparison is by output id: nothing missing, nothing unexpected, and a repeated id
-(a redelivery after a crash) only with byte-identical content.
+log with :func:`streams.tools.replay.produce`, read the output topics back, and compare them with
+:func:`streams.tools.reference.run_reference` over the same plan (the pure Processor without
+Kafka or Faust). The comparison is by output id: nothing missing, nothing unexpected, and a
+repeated id (a redelivery after a crash) only with byte-identical content.
 
-The reading and comparison logic lives in :mod:`streams.verify` (the product's verifier, which
+The reading and comparison logic lives in :mod:`streams.tools.verify` (the product's verifier, which
 also checks retention offers and the final state); the names are re-exported here. Tests that
 only need the Processor's own outputs compare :func:`compared_topics`: dead letters, segment
 changes and churn alerts.
@@ -40,16 +40,16 @@ from streams.config import Settings
 from streams.domain.model import Model
 from streams.domain.rules import Rules
 from streams.processor import TICK_HEADER, OutRecord, tick_record
-from streams.reference import ReferenceRun, run_reference
-from streams.replay import Planned, as_consumed, produce
-from streams.verify import Comparison as Comparison
-from streams.verify import Out as Out
-from streams.verify import OutputReader as OutputReader
-from streams.verify import compare as compare
-from streams.verify import compared_topics as compared_topics
-from streams.verify import outs_of as verify_outs_of
-from streams.verify import read_inputs as read_inputs
-from streams.verify import read_table_states as read_table_states
+from streams.tools.reference import ReferenceRun, run_reference
+from streams.tools.replay import Planned, as_consumed, produce
+from streams.tools.verify import Comparison as Comparison
+from streams.tools.verify import Out as Out
+from streams.tools.verify import OutputReader as OutputReader
+from streams.tools.verify import compare as compare
+from streams.tools.verify import compared_topics as compared_topics
+from streams.tools.verify import outs_of as verify_outs_of
+from streams.tools.verify import read_inputs as read_inputs
+from streams.tools.verify import read_table_states as read_table_states
 from tests.integration.conftest import REPO_ROOT, settings_env
 
 # A SIGKILLed worker stays a member of its consumer group until its session times out, and no
@@ -466,7 +466,7 @@ def iso(at: datetime) -> str:
 
 
 class LogBuilder:
-    """JSON lines in the replay format (see :mod:`streams.replay`)."""
+    """JSON lines in the replay format (see :mod:`streams.tools.replay`)."""
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []

@@ -20,7 +20,6 @@ from aiokafka import errors as aiokafka_errors
 from pydantic import ValidationError
 
 from streams.config import Settings
-from streams.health import check_kafka, check_redis
 from streams.security import (
     faust_broker_options,
     kafka_client_options,
@@ -29,6 +28,7 @@ from streams.security import (
     redis_options,
     security_env,
 )
+from streams.tools.health import check_kafka, check_redis
 
 KAFKA_PASSWORD = "kafka-pw-3f9a1c"  # distinctive, so a leak is found by a plain search
 REDIS_PASSWORD = "redis-pw-77e0b2"

@@ -12,7 +12,7 @@ from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
 from streams.processor import MemoryPartitionStore, Processor
-from streams.web import OFFER_DECISIONS, Snapshot, WebMetrics
+from streams.web.metrics import OFFER_DECISIONS, Snapshot, WebMetrics
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 

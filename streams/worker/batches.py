@@ -18,7 +18,7 @@ the flow is paused, or from an older generation, is dropped *unacknowledged*: th
 before it, and the seek to the committed offsets that ends every rebalance reads it again. The
 records after it from the same read of its partition are dropped too (processing them first
 would make the dropped one look like a redelivery), and the consumer is told to read the
-partition again (:meth:`streams.consumer.ContiguousConsumer.invalidate`).
+partition again (:meth:`streams.worker.consumer.ContiguousConsumer.invalidate`).
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 Agents are glue. ``customers`` reads both input topics (one stream, so purchases and
 interactions never interleave their writes), hands each record to the :class:`Processor`,
 waits for the outputs of a batch to be acknowledged and only then writes the changed states
-(see :mod:`streams.table_store`). ``offers`` turns segment changes and churn alerts into
+(see :mod:`streams.worker.table_store`). ``offers`` turns segment changes and churn alerts into
 retention offers, with caps and idempotency in Redis, and feeds the dashboard's recent
 alerts and changes. ``views`` keeps the Redis profiles
 and audiences from the compacted ``profiles`` topic. While Redis is down, those two agents
 wait and retry with backoff (their Kafka lag grows; nothing is dropped). Every agent reads
-its channel through :class:`streams.batches.Batches`, which acknowledges an event only after
+its channel through :class:`streams.worker.batches.Batches`, which acknowledges an event only after
 its batch is done (an acknowledged offset gets committed).
 """
 
@@ -29,24 +29,31 @@ from streams.adapters import connect
 from streams.adapters.offer_store import OfferStore, keep_ms_for
 from streams.adapters.redis_views import ProfileUpdate, ProfileViews
 from streams.adapters.retry import with_backoff
-from streams.batches import consume
 from streams.config import Settings
-from streams.consumer import install as install_contiguous_consumer
 from streams.convert import retention_offer, trigger_of
 from streams.domain.events import Profile
 from streams.domain.model import Model, default_model
 from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
-from streams.model_watch import ModelWatcher
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.security import faust_broker_options
-from streams.table_store import ChangelogWrite, TableStores, as_current_event, changelog_written
 from streams.web import register_web
+from streams.worker.batches import consume
+from streams.worker.consumer import install as install_contiguous_consumer
+from streams.worker.model_watch import ModelWatcher
+from streams.worker.table_store import (
+    ChangelogWrite,
+    TableStores,
+    as_current_event,
+    changelog_written,
+)
 
 log = logging.getLogger(__name__)
 
 OFFER_BATCH = 100
 """Triggers per offers batch: offers are decided one by one (Redis), and sent together."""
+FEED_BATCH = 500
+"""Offers per batch of the ``web_feed`` agent (it only counts them)."""
 
 
 @dataclass
@@ -96,7 +103,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         value_serializer="raw",
     )
     t = settings.topics
-    install_contiguous_consumer(app)  # see streams.consumer
+    install_contiguous_consumer(app)  # see streams.worker.consumer
     inputs = app.topic(t.purchases, t.interactions, key_type=bytes, value_type=bytes)
     outputs = {
         name: app.topic(name, key_type=bytes, value_type=bytes, internal=False)
@@ -130,7 +137,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             await process_batch(events, processor, stores, app.producer)
             web.observe_batch(time.perf_counter() - started, len(events))
 
-        # the channel, not the stream: see streams.batches for why
+        # the channel, not the stream: see streams.worker.batches for why
         await consume(
             app,
             stream,
@@ -203,6 +210,18 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             within_s=batch_within,
             what="the offers agent",
         )
+
+    offers_topic = app.topic(t.retention_offers, key_type=bytes, value_type=bytes)
+
+    @app.agent(offers_topic)
+    async def web_feed(stream: Any) -> None:
+        """Offers by decision, for /metrics. (Alerts and changes reach the web side from the
+        ``offers`` agent, which already reads their topics.)"""
+
+        async def handle(events: list[Any]) -> None:
+            await web.take_outputs([event.value for event in events])
+
+        await consume(app, stream, handle, max_events=FEED_BATCH, within_s=0.2, what="web feed")
 
     if settings.live_clock:
 

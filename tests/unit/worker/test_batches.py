@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams.batches import Batches
+from streams.worker.batches import Batches
 
 pytestmark = pytest.mark.asyncio
 

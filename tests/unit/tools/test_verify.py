@@ -13,9 +13,9 @@ from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.offers import OfferDecision
 from streams.domain.rules import load_rules
-from streams.reference import ReferenceRun, run_reference
-from streams.replay import as_consumed, plan
-from streams.verify import (
+from streams.tools.reference import ReferenceRun, run_reference
+from streams.tools.replay import as_consumed, plan
+from streams.tools.verify import (
     DELIVERED,
     NOT_DELIVERED,
     Comparison,

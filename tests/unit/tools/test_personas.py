@@ -22,7 +22,8 @@ from schemas import DeadLetter, SourceRef, decode_interaction, decode_purchase
 from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
-from streams.personas import (
+from streams.processor import TICK_HEADER, MemoryPartitionStore, Processor, tick_record
+from streams.tools.personas import (
     INVALID_KINDS,
     CustomerTruth,
     GeneratedLog,
@@ -32,8 +33,7 @@ from streams.personas import (
     read_truth,
     write,
 )
-from streams.processor import TICK_HEADER, MemoryPartitionStore, Processor, tick_record
-from streams.replay import Planned, as_consumed, plan
+from streams.tools.replay import Planned, as_consumed, plan
 
 # Larger noise shares than the defaults, so that a small log still has enough of each to
 # measure; 400 customers give ~14,000 lines.

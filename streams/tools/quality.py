@@ -1,7 +1,7 @@
 """How good are the segments and the churn alerts? Measured on a log whose truth is known.
 
-A generated log (:mod:`streams.personas`) says, for every customer, the quadrant they were built
-for and, for churners, the moment they stopped buying. The log is run through the same
+A generated log (:mod:`streams.tools.personas`) says, for every customer, the quadrant they
+were built for and, for churners, the moment they stopped buying. The log is run through the same
 :class:`Processor` the worker runs (replay ≡ live), then:
 
 * **quadrant accuracy** — for customers still active at the end of the log, the quadrant the
@@ -26,9 +26,9 @@ from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.model import Model
 from streams.domain.rules import Rules
-from streams.personas import CustomerTruth
-from streams.reference import run_reference
-from streams.replay import Order, as_consumed, plan
+from streams.tools.personas import CustomerTruth
+from streams.tools.reference import run_reference
+from streams.tools.replay import Order, as_consumed, plan
 
 
 @dataclass

@@ -36,6 +36,13 @@ ignored as a redelivery: lost. Faust's fetch loop can do exactly that around a r
 
 Re-reading from the committed offset hands out again what was processed but not yet committed:
 the redelivery guard makes that a no-op, and every output carries an id.
+
+**Pinned.** These classes subclass and override private parts of faust-streaming's consumer
+(its fetch loop, ``_add_gap``, the commit), of its aiokafka driver and of aiokafka's partition
+state. A minor release of any of them can change those parts silently and with them the loss
+guarantees, so pyproject.toml pins exactly the versions in :data:`WRITTEN_FOR`, and
+:func:`version_mismatches` (a unit test, and a loud warning when a worker starts) says when the
+installed ones differ. Upgrading means re-reading those parts, then the fault suite and a soak.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from importlib import metadata
+from typing import Any, Final
 
 from aiokafka.structs import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -86,11 +94,28 @@ def committable(start: int, acked: list[int], holes: list[Hole]) -> tuple[int, i
         return pos, i, j
 
 
+WRITTEN_FOR: Final = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+"""The distributions whose internals this module overrides, at the versions it was written for."""
+
+
+def version_mismatches() -> list[str]:
+    """``name installed X, written for Y`` for each pinned distribution that differs."""
+    found: list[str] = []
+    for name, wanted in WRITTEN_FOR.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "nothing"
+        if installed != wanted:
+            found.append(f"{name} installed {installed}, written for {wanted}")
+    return found
+
+
 class StampedMessage(ConsumerMessage):
     """A consumed message that knows which anchor of its partition handed it out.
 
-    :class:`streams.batches.Batches` uses it to drop, after a record it had to drop, the rest of
-    the same read: they are read again after the record.
+    :class:`streams.worker.batches.Batches` uses it to drop, after a record it had to drop, the
+    rest of the same read: they are read again after the record.
     """
 
     __slots__ = ("lineage",)
@@ -468,5 +493,11 @@ class ContiguousConsumer(AIOKafkaConsumer):
 
 
 def install(app: Any) -> None:
-    """Make ``app`` create a :class:`ContiguousConsumer`."""
+    """Make ``app`` create a :class:`ContiguousConsumer`; warn loudly on unpinned versions."""
+    for mismatch in version_mismatches():
+        log.error(
+            "the consumer overrides were written for other versions (%s): the loss guarantees "
+            "are untested with these; install rfm-stream's pinned versions",
+            mismatch,
+        )
     app.transport.Consumer = ContiguousConsumer

@@ -1,7 +1,7 @@
 """The end-to-end verifier: what the topics hold against the pure core over the same input.
 
 Modelled on the verifier of Kafka Streams' exactly-once system test. It reads the input topics
-(or takes a given list of input records), runs :func:`streams.reference.run_reference` over
+(or takes a given list of input records), runs :func:`streams.tools.reference.run_reference` over
 them — the same :class:`~streams.processor.Processor` the worker runs, without Kafka or Faust —
 then reads every output topic to its end and compares, **by output id**:
 
@@ -70,8 +70,8 @@ from streams.domain.offers import OfferDecision, OfferHistory, decide
 from streams.domain.rules import OfferRules, Rules
 from streams.domain.state import CustomerState
 from streams.processor import TICK_HEADER, InRecord, OutRecord
-from streams.reference import ReferenceRun, run_reference
-from streams.replay import Order, as_consumed, detect_format, plan, read_lines
+from streams.tools.reference import ReferenceRun, run_reference
+from streams.tools.replay import Order, as_consumed, detect_format, plan, read_lines
 
 log = logging.getLogger(__name__)
 

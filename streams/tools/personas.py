@@ -54,7 +54,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from streams.domain.rules import Quadrant
-from streams.replay import partition_for
+from streams.tools.replay import partition_for
 
 Persona = Literal["true_friend", "butterfly", "barnacle", "stranger"]
 PERSONAS: Final[tuple[Persona, ...]] = ("true_friend", "butterfly", "barnacle", "stranger")
@@ -264,7 +264,7 @@ SAMPLE_CONFIG: Final = PersonaConfig(
 """The bundled demo log: ~150 customers over 2025, six true friends who go silent about two
 months before the end (time alone turns them into drifting true friends)."""
 
-DATA_DIR: Final = Path(__file__).resolve().parent / "data"
+DATA_DIR: Final = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_EVENTS: Final = DATA_DIR / "sample.jsonl"
 SAMPLE_TRUTH: Final = DATA_DIR / "sample_truth.jsonl"
 
@@ -1181,7 +1181,7 @@ def read_truth(path: Path) -> list[CustomerTruth]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streams.personas",
+        prog="python -m streams.tools.personas",
         description="Generate a synthetic event log with ground truth (customers whose "
         "quadrant is known), in delivery order, with refunds, interactions, late, duplicate "
         "and invalid records.",

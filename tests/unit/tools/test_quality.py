@@ -24,8 +24,8 @@ import pytest
 from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
-from streams.personas import PersonaConfig, generate
-from streams.quality import QualityReport, measure
+from streams.tools.personas import PersonaConfig, generate
+from streams.tools.quality import QualityReport, measure
 
 
 @pytest.fixture(scope="module", params=[0, 1])

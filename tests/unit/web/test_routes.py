@@ -21,7 +21,10 @@ from streams.config import Settings
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
 from streams.processor import MemoryPartitionStore, Processor
-from streams.web import RecentFeed, Snapshot, WebSide, register_web, registered_web
+from streams.web import register_web, registered_web
+from streams.web.feed import RecentFeed
+from streams.web.metrics import Snapshot
+from streams.web.side import WebSide
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,9 +27,9 @@ from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
-from streams.personas import SAMPLE_CONFIG, SAMPLE_EVENTS, SAMPLE_TRUTH, generate, read_truth
-from streams.reference import ReferenceRun, run_reference
-from streams.replay import as_consumed, plan, read_lines
+from streams.tools.personas import SAMPLE_CONFIG, SAMPLE_EVENTS, SAMPLE_TRUTH, generate, read_truth
+from streams.tools.reference import ReferenceRun, run_reference
+from streams.tools.replay import as_consumed, plan, read_lines
 
 ACCURACY_FLOOR = 0.97
 PERSONA_FLOOR = 0.90
@@ -58,7 +58,7 @@ def final_quadrants(run: ReferenceRun) -> dict[str, str | None]:
 
 
 def test_the_bundled_sample_is_what_the_generator_makes() -> None:
-    """Regenerate with ``python -m streams.personas --sample`` after changing the personas."""
+    """Regenerate with ``python -m streams.tools.personas --sample`` after changing the personas."""
     log = generate(SAMPLE_CONFIG)
     assert SAMPLE_EVENTS.read_bytes() == b"".join(line + b"\n" for line in log.lines)
     assert read_truth(SAMPLE_TRUTH) == log.truth

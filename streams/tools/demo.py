@@ -26,9 +26,9 @@ from schemas import ChurnAlert, DeadLetter, RetentionOffer, SegmentChange, parse
 from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.rules import load_rules
-from streams.replay import plan, produce, read_lines
 from streams.security import redis_options, security_env
-from streams.topics import ensure_topics
+from streams.tools.replay import plan, produce, read_lines
+from streams.worker.topics import ensure_topics
 
 QUIET_S = 6.0  # no new output for this long after the last tick: the demo is done
 READY_TIMEOUT_S = 180.0  # a cold worker on a busy machine

@@ -1,4 +1,4 @@
-"""The commit rule of :mod:`streams.consumer`: only a run starting exactly at the committed offset.
+"""The commit rule of :mod:`streams.worker.consumer`: only a run from the committed offset.
 
 A commit that passes an offset nobody processed is a lost record; one that never moves is a
 stalled partition. :func:`committable` must do neither, whatever the order of acknowledgements,
@@ -8,11 +8,14 @@ their duplicates, and the holes of the log.
 from __future__ import annotations
 
 import random
+from importlib import metadata
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.consumer import committable
+from streams.worker import consumer
+from streams.worker.consumer import committable, version_mismatches
 
 
 def test_a_run_from_the_committed_offset_is_committed() -> None:
@@ -73,3 +76,20 @@ def test_never_past_an_unprocessed_record_and_never_short_of_a_processed_run(
     assert all(a < offset for a in acked[:used])
     assert all(a >= offset for a in acked[used:])
     assert all(b <= offset for _, b in holes[:holes_used])
+
+
+def test_the_installed_clients_are_the_ones_the_overrides_were_written_for() -> None:
+    """The consumer overrides private parts of these packages: another version may break the
+    loss guarantees silently, so a different one fails here, loudly."""
+    assert version_mismatches() == [], (
+        "install the versions pinned in pyproject.toml, or re-read the overridden internals "
+        "(streams/worker/consumer.py) and re-run the fault suite and a soak before changing "
+        "WRITTEN_FOR"
+    )
+
+
+def test_a_version_mismatch_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(consumer.WRITTEN_FOR, "aiokafka", "0.0.1")
+    assert version_mismatches() == [
+        f"aiokafka installed {metadata.version('aiokafka')}, written for 0.0.1"
+    ]

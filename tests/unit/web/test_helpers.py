@@ -10,22 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from streams.adapters.redis_views import ProfileUpdate, profile_fields
-from streams.web import (
-    ApiError,
-    Dashboard,
-    SegmentHistory,
-    authorized,
-    bearer,
-    check_customer_id,
-    check_dimension,
-    event_ms,
-    flows,
-    parse_limit,
-    profile_json,
-    slim_change,
-    token_text,
-    totals,
-)
+from streams.web.api import ApiError, check_customer_id, check_dimension, parse_limit, profile_json
+from streams.web.auth import authorized, bearer, token_text
+from streams.web.feed import Dashboard, SegmentHistory, event_ms, flows, slim_change, totals
 from tests.unit.adapters.support import T, profile
 
 

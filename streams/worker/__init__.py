@@ -1,0 +1,1 @@
+"""The Faust runtime: the app, its consumer, agents' batches, table store, model watcher, topics."""
