@@ -60,6 +60,7 @@ def run_loop(name: str, settings: Settings, expected: int) -> dict[str, Any]:
         line = proc.log_path.read_text().strip().splitlines()[-1]
     result: dict[str, Any] = orjson.loads(line)
     result["rate"] = result["events"] / max(result["seconds"], 1e-9)
+    result["read"] = result["events"]  # the loops read the log from its start to its end
     return result
 
 
@@ -71,7 +72,14 @@ def run_faust(name: str, settings: Settings, expected: int, timeout: float) -> d
             [lambda: count_page(port)], expected, [proc], timeout=timeout
         )
         rss = proc.rss_bytes()
-    return {"events": counted, "seconds": seconds, "rate": rate, "rss_mib": rss / 2**20}
+        read = count_page(port) or 0
+    return {
+        "events": counted,  # consumed after the clock started (see measure_rate)
+        "read": read,  # consumed in all: the whole log, or more after a redelivery
+        "seconds": seconds,
+        "rate": rate,
+        "rss_mib": rss / 2**20,
+    }
 
 
 def run_workers(
@@ -95,10 +103,17 @@ def run_workers(
         counters = [functools.partial(worker_consumed, p) for p in ports]
         rate, seconds, counted = measure_rate(counters, expected, procs, timeout=timeout)
         rss = sum(p.rss_bytes() for p in procs)
+        read = sum(c() or 0 for c in counters)
     finally:
         for p in procs:
             p.stop()
-    return {"events": counted, "seconds": seconds, "rate": rate, "rss_mib": rss / 2**20}
+    return {
+        "events": counted,  # consumed after the clock started (see measure_rate)
+        "read": read,  # consumed in all: the whole log, or more after a redelivery
+        "seconds": seconds,
+        "rate": rate,
+        "rss_mib": rss / 2**20,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -16,6 +18,34 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_PYTHON_NOISE = ("read_text is deprecated", "open_text is deprecated")
 for _message in KAFKA_PYTHON_NOISE:
     warnings.filterwarnings("ignore", message=_message, category=DeprecationWarning)
+
+
+def tools_required() -> bool:
+    """Whether a missing tool (kcat, Chromium) fails a test instead of skipping it.
+
+    The project's test command (``./dev test``, which CI runs) sets ``RFM_TEST_REQUIRE_TOOLS=1``
+    and installs the tools first, so there a skip could only hide an untested path. A bare
+    ``pytest`` on a developer's machine skips, saying how to get the tool. ``CI=true`` also
+    requires them.
+    """
+    if os.environ.get("RFM_TEST_REQUIRE_TOOLS", "").strip() == "1":
+        return True
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing_tool(what: str, how: str) -> NoReturn:
+    """Fail (the project's test command) or skip (a bare pytest) for a missing tool."""
+    if tools_required():
+        pytest.fail(f"{what} is missing, and the test command requires it: {how}", pytrace=False)
+    pytest.skip(f"{what} is missing: {how}")
+
+
+def require_binary(name: str, how: str) -> str:
+    """The path of ``name``, looked up when the test runs (after the stack installed it)."""
+    found = shutil.which(name)
+    if found is None:
+        missing_tool(name, how)
+    return found
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,9 +6,9 @@ classified, the true friends who stopped buying drift, Redis fills up. Headless 
 opens the dashboard with ``?token=`` and must show the same segment counts as the API; a
 screenshot is kept in ``tests/artifacts/`` (gitignored) for a human to look at.
 
-``./dev test`` installs Debian's Chromium when none is found. Without one the tests skip,
-saying why, on a developer's machine, and fail in CI (``CI=true``), where a skip would hide
-that the dashboard went untested.
+``./dev test`` installs Debian's Chromium when none is found, and without one the tests fail
+there (a skip would hide that the dashboard went untested); a bare ``pytest`` skips, saying
+how to get one (see ``tests.conftest.missing_tool``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from streams.config import Settings
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.rules import load_rules
 from streams.tools.replay import plan, produce
+from tests.conftest import missing_tool
 from tests.integration.conftest import REPO_ROOT, run_id, settings, stack  # noqa: F401
 from tests.integration.test_web import Served, free_port, web_worker
 
@@ -42,15 +43,10 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 REPLAY_SECONDS = 15.0  # the year is spread over this long, so the chart has a shape
 
 
-def in_ci() -> bool:
-    """CI=true (GitHub Actions, GitLab CI and most others set it)."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="module")
 def browser() -> str:
-    """The browser to drive, or a skip (a failure in CI) that says how to get one, before
-    any worker starts."""
+    """The browser to drive, or a failure (a skip outside the test command) that says how to
+    get one, before any worker starts."""
     configured = os.environ.get("RFM_CHROMIUM")
     found = configured or next((p for b in BROWSERS if (p := shutil.which(b))), None)
     if not found:
@@ -58,9 +54,7 @@ def browser() -> str:
             "install Debian's with `apt-get install -y chromium` (as root; `./dev test` does "
             "it when it can), or point RFM_CHROMIUM at a Chromium/Chrome binary"
         )
-        if in_ci():
-            pytest.fail(f"no headless Chromium found, and CI is set: {how}", pytrace=False)
-        pytest.skip(f"no headless Chromium found: {how}")
+        missing_tool("a headless Chromium", how)
     return found
 
 

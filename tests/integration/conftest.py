@@ -30,6 +30,7 @@ from kafka import KafkaAdminClient
 
 from streams.config import Settings
 from streams.security import security_env
+from tests.conftest import require_binary
 
 T = TypeVar("T")
 
@@ -178,6 +179,14 @@ def stack() -> Stack:
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
     return found
+
+
+@pytest.fixture(scope="session")
+def kcat(stack: Stack) -> str:
+    """kcat's path, looked up once the stack (which installs it) is up."""
+    return require_binary(
+        "kcat", "apt-get install -y kcat (deploy/local/stack.sh start installs it as root)"
+    )
 
 
 @pytest.fixture(scope="session")

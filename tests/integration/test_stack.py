@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -159,20 +158,21 @@ def test_redis_round_trip(settings: Settings, redis_client: redis.Redis) -> None
 KCAT_READ_TO_END = ["-C", "-o", "beginning", "-e", "-q", "-f", "%k:%s\\n"]
 
 
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
-def test_kcat_produce_and_consume(settings: Settings, create_topics: CreateTopics) -> None:
+def test_kcat_produce_and_consume(
+    settings: Settings, create_topics: CreateTopics, kcat: str
+) -> None:
     topic = f"{settings.topic_prefix}kcat"
     create_topics([topic], partitions=4)
     lines = [f"c{i % 3}:value-{i}" for i in range(12)]
     subprocess.run(
-        ["kcat", "-b", settings.kafka_bootstrap, "-P", "-t", topic, "-K:"],
+        [kcat, "-b", settings.kafka_bootstrap, "-P", "-t", topic, "-K:"],
         input="\n".join(lines) + "\n",
         text=True,
         check=True,
         timeout=30,
     )
     consumed = subprocess.run(
-        ["kcat", "-b", settings.kafka_bootstrap, "-t", topic, *KCAT_READ_TO_END],
+        [kcat, "-b", settings.kafka_bootstrap, "-t", topic, *KCAT_READ_TO_END],
         capture_output=True,
         text=True,
         check=True,

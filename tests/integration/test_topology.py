@@ -9,7 +9,6 @@ records: by output id, nothing missing, nothing unexpected, duplicates only byte
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -175,8 +174,7 @@ def kcat_produce(
     )
 
 
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
-def test_events_produced_by_kcat(isolated_settings: Settings, tmp_path: Path) -> None:
+def test_events_produced_by_kcat(isolated_settings: Settings, tmp_path: Path, kcat: str) -> None:
     """kcat events are processed like any others.
 
     kcat (librdkafka) partitions by CRC32 of the key unless told otherwise, unlike the Java

@@ -340,7 +340,12 @@ class WorkerProcess:
 
 
 class PacedProducer(threading.Thread):
-    """Produces a plan in chunks with pauses, so that faults can land in the middle of it."""
+    """Produces a plan in chunks with pauses, so that faults can land in the middle of it.
+
+    With ``hold_at=N`` it stops after N chunks until :meth:`release`: the rest of the log is
+    held back until the fault (an outage, a worker joining) has happened, so the fault lands
+    mid-stream by construction rather than by a race between sleeps.
+    """
 
     def __init__(
         self,
@@ -349,12 +354,16 @@ class PacedProducer(threading.Thread):
         *,
         chunks: int = 20,
         pause: float = 0.4,
+        hold_at: int | None = None,
     ) -> None:
         super().__init__(name="paced-producer", daemon=True)
         self.planned = list(planned)
         self.settings = settings
         self.chunk_count = chunks
         self.pause = pause
+        self.hold_at = hold_at
+        self.released = threading.Event()
+        self.holding = threading.Event()
         self.error: BaseException | None = None
         self.produced = 0
         self.chunks = 0
@@ -363,13 +372,21 @@ class PacedProducer(threading.Thread):
         try:
             size = -(-len(self.planned) // self.chunk_count)
             for start in range(0, len(self.planned), size):
+                if self.chunks == self.hold_at:
+                    self.holding.set()
+                    self.released.wait()
                 self.produced += produce(self.planned[start : start + size], self.settings)
                 self.chunks += 1
                 time.sleep(self.pause)
         except BaseException as exc:
             self.error = exc
 
+    def release(self) -> None:
+        """Let the held-back rest of the log flow."""
+        self.released.set()
+
     def finish(self, timeout: float = 90.0) -> None:
+        self.release()
         self.join(timeout)
         assert not self.is_alive(), "the producer did not finish"
         if self.error is not None:

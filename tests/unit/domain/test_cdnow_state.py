@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import lifetimes.utils as lifetimes_utils
 import pytest
 
 from streams.domain.engine import DictStore, PartitionEngine
@@ -19,8 +20,6 @@ from streams.domain.facts import PurchaseFact, SourcePosition, day_of
 from streams.domain.model import default_model
 from tests.unit.domain.cdnow import OBSERVATION_END, read_transactions
 from tests.unit.domain.logs import rules_with_lateness
-
-lifetimes_utils = pytest.importorskip("lifetimes.utils")
 
 
 def _ms(day: Any) -> int:

@@ -15,8 +15,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import lifetimes
+import lifetimes.utils as lifetimes_utils
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pytest
 
 from streams.domain.churn import (
@@ -28,10 +31,6 @@ from streams.domain.churn import (
     p_no_purchase_within,
 )
 from tests.unit.domain.cdnow import OBSERVATION_END, dataset, read_transactions
-
-lifetimes = pytest.importorskip("lifetimes")
-lifetimes_utils = pytest.importorskip("lifetimes.utils")
-pd = pytest.importorskip("pandas")
 
 Vector = npt.NDArray[np.float64]
 
