@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 from faust.web import View
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis import exceptions as redis_errors
 
 from schemas.common import ID_PATTERN
@@ -32,7 +30,7 @@ log = logging.getLogger(__name__)
 _ID: Final = re.compile(ID_PATTERN)
 
 
-# --------------------------------------------------------------------------- pure helpers
+# --------------------------------------------------------------------------- request helpers
 
 
 class ApiError(Exception):

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import logging
-from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
 
 
 def token_text(token: str | SecretStr | None) -> str | None:

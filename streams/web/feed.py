@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import re
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 from redis.asyncio import Redis
 
 from streams.adapters.redis_views import DIMENSIONS, iso_ms
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
-
 
 ALERTS_CAP: Final = 200
 """Churn alerts kept in ``P recent:alerts`` (and the most ``/api/alerts/recent`` returns)."""

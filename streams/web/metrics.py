@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,12 +17,6 @@ from prometheus_client.registry import Collector
 
 from schemas import DeadLetterReason
 from streams.processor import Counters
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
-
 
 OFFER_DECISIONS: Final = ("offer", "no_offer", "holdout", "capped", "cooldown")
 BATCH_SECONDS_BUCKETS: Final = (
