@@ -25,12 +25,11 @@ With an API token, ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <tok
 probes stay open (orchestrators call them without credentials) and so does the dashboard page,
 which holds no data and sends the token it was opened with (``?token=``).
 
-Recent alerts and segment changes reach :meth:`~streams.web.side.WebSide.take_outputs` from
-the worker's
-``offers`` agent (the one reader of ``segment-changes`` and ``churn-alerts``), which keeps
-two small Redis sorted sets (``P recent:alerts``, ``P recent:changes:<dimension>``), scored
-by event time and capped. Redis rather than memory, because each worker consumes only some
-partitions: a per-process ring would show a different slice on every worker. A sorted set
+Recent alerts and segment changes reach :meth:`~streams.web.side.WebSide.take_outputs` from the
+worker's ``offers`` agent (the one reader of ``segment-changes`` and ``churn-alerts``), which
+keeps two small Redis sorted sets (``P recent:alerts``, ``P recent:changes:<dimension>``),
+scored by event time and capped. Redis rather than memory, because each worker consumes only
+some partitions: a per-process ring would show a different slice on every worker. A sorted set
 rather than a list, because the member is the record itself: a redelivered record changes
 nothing, where an ``LPUSH`` would show it twice. The worker's ``web_feed`` agent hands it the
 retention offers, which it counts by decision.
