@@ -13,7 +13,7 @@ measured as ``--rate``.
 ``--lateness`` is the rules' allowed lateness in seconds for the run. The product's default is
 5 s: a purchase is classified once event time has closed past it, so with the default every
 latency is at least 5 s by design (plus one live-clock tick when traffic is sparse). The
-measurement therefore defaults to 0 s, which shows what the pipeline itself adds; the README
+measurement therefore defaults to 0 s, which shows what the pipeline itself adds; docs/benchmarks.md
 says how to choose the lateness.
 """
 

@@ -792,7 +792,7 @@ class Bench:
             if spy is not None:
                 spy.stop()
             run.stop_s, run.killed = worker.stop(self.o.stop_grace)
-        if run.killed:  # README, known limitations: graceful shutdown can hang; not a failure
+        if run.killed:  # Faust's graceful shutdown can hang: killed, not a failure
             console.print(
                 f"  [yellow]note[/yellow]: did not stop within {self.o.stop_grace:.0f} s of "
                 "SIGTERM, killed"

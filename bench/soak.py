@@ -213,7 +213,7 @@ class Worker:
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:  # Faust's known shutdown hang (README)
+        except subprocess.TimeoutExpired:  # Faust's shutdown can hang: killed instead
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
 

@@ -1,7 +1,7 @@
 """One example of every event on the wire, as plain JSON data.
 
-The README shows them, the exported JSON Schema files embed them, and the tests check that each
-one is valid, so the documentation cannot drift from the contract.
+schemas/CONTRACT.md shows them, the exported JSON Schema files embed them, and the tests check that
+each one is valid, so the documentation cannot drift from the contract.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ app = typer.Typer(
     help=(
         "Real-time customer segmentation over Kafka: RFM scores and segments, the loyalty x "
         "profitability quadrants, BG/NBD churn drift, retention offers.\n\n"
-        "Settings come from RFM_* environment variables (see README, 'Configuration'); "
+        "Settings come from RFM_* environment variables (see docs/operations.md, 'Configuration'); "
         "`./dev run COMMAND` sets them for the local stack."
     ),
     no_args_is_help=True,

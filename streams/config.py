@@ -4,12 +4,12 @@ Defaults work with the local stack started by ``deploy/local/stack.sh``. The sta
 ports it actually chose to ``.local/stack.env``; the ``dev`` script exports that file, so the
 same variables drive the worker, the CLI, the tests and docker-compose.
 
-Security (README "Security"): Kafka over TLS and/or SASL (``RFM_KAFKA_SECURITY_PROTOCOL`` and
-``RFM_KAFKA_SASL_*`` / ``RFM_KAFKA_SSL_*``), Redis with AUTH and TLS (``rediss://`` URLs,
-``RFM_REDIS_PASSWORD``, ``RFM_REDIS_SSL_*``). Combinations are checked here, with messages that
-name the variable to set; :mod:`streams.security` turns them into client arguments. Passwords
-are :class:`~pydantic.SecretStr`, and the settings' repr shows the Redis URL without its
-password, so neither can reach a log by printing the settings.
+Security (docs/operations.md, "Security"): Kafka over TLS and/or SASL
+(``RFM_KAFKA_SECURITY_PROTOCOL`` and ``RFM_KAFKA_SASL_*`` / ``RFM_KAFKA_SSL_*``), Redis with AUTH
+and TLS (``rediss://`` URLs, ``RFM_REDIS_PASSWORD``, ``RFM_REDIS_SSL_*``). Combinations are checked
+here, with messages that name the variable to set; :mod:`streams.security` turns them into client
+arguments. Passwords are :class:`~pydantic.SecretStr`, and the settings' repr shows the Redis URL
+without its password, so neither can reach a log by printing the settings.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, le=16)
     app_id: str = Field("rfm-stream", description="consumer group id and Faust app id")
 
-    # --- Kafka security (README "Security") ------------------------------------------------
+    # --- Kafka security (docs/operations.md "Security") ------------------------------------
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS + SASL)"
     )

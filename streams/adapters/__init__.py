@@ -1,6 +1,7 @@
 """Redis adapters: profile views and audiences, offer history and idempotency, retries.
 
-The domain core stays pure; these are the only modules that speak to Redis. Every write is
+The domain core stays pure; the stream's reads and writes of customer data go through these
+modules (the web side keeps its own small feed keys, see :mod:`streams.web.feed`). Every write is
 idempotent, so the stream may retry it (:func:`with_backoff`) after a lost reply or a restart.
 """
 

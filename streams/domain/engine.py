@@ -178,7 +178,7 @@ class PartitionEngine:
         return out
 
     def on_interaction(self, fact: InteractionFact, position: SourcePosition) -> list[DomainEvent]:
-        """An interaction: engagement only, so it never re-classifies (see the README)."""
+        """An interaction: engagement only, so it never re-classifies (see docs/domain.md)."""
         key = f"{position.stream}/{position.partition}"
         state = self.store.get(fact.customer_id)
         if state is not None and position.offset <= state.offsets.get(key, -1):

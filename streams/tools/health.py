@@ -21,7 +21,7 @@ START_HINT = {
     "kafka": "start it with `./dev stack start kafka` (log: .local/logs/kafka.log)",
     "redis": "start it with `./dev stack start redis` (log: .local/logs/redis.log)",
 }
-SECURITY_HINT = "the server is up, but refuses this connection (README, 'Security')"
+SECURITY_HINT = "the server is up, but refuses this connection (docs/operations.md, 'Security')"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ then reads every output topic to its end and compares, **by output id**:
   an id is byte-identical to the expected record (*conflicting* otherwise: always a failure;
   two texts are masked, see :data:`_CLOCK_TEXT` and :data:`_LATE_TEXT`).
   Extra identical copies — a batch re-published after a crash — are *duplicates dropped*,
-  which consumers do by id (README, "Effectively once");
+  which consumers do by id (docs/architecture.md, "Effectively once");
 * **retention offers**: one per segment change or churn alert the offer policy covers (id
   ``offer:<trigger id>``), never two contents for one id. The decision itself depends on the
   customer's offer history in Redis, and the offers agent reads its triggers from two topics
@@ -34,8 +34,8 @@ consumes (no lag) and a last read brings nothing new — or, while the verdict i
 new arrived for ``settle`` seconds — or the wait runs out: run it right after a backfill and it
 waits for the workers, and sees whatever they publish last.
 
-The reference is exact only for a fixed model (README, "Time, lateness and determinism"): a
-model published while the input was processed makes the verdict meaningless.
+The reference is exact only for a fixed model (docs/architecture.md, "Time, lateness and
+determinism"): a model published while the input was processed makes the verdict meaningless.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ _LATE_TEXT: Final = re.compile(rb"event time is [0-9.]{1,32} s before this parti
 """A ``late_event`` dead letter says how far behind its partition's closed time the event was.
 A late event changes no state, so after a crash it is judged again against the clock the new
 owner restored, which can be further ahead: same id, same verdict, another distance. Compared
-with the distance masked (README, "Effectively once")."""
+with the distance masked (docs/architecture.md, "Effectively once")."""
 
 RECORDED: Final = frozenset({"offer", "holdout"})  # decisions that count toward caps
 HISTORY_DEPENDENT: Final = frozenset({"cooldown", "capped"})

@@ -15,7 +15,7 @@ profiles equal to the reference's).
 * poison input of every kind, dead-lettered with the right reason code, the stream going on;
 * duplicates and out-of-order delivery, within and beyond the allowed lateness;
 * a burst far above what one worker processes per second: absorbed as lag, under a stated
-  memory ceiling (README, "Limits").
+  memory ceiling (docs/operations.md, "Limits").
 """
 
 from __future__ import annotations
@@ -593,7 +593,7 @@ def test_duplicates_and_out_of_order_delivery(isolated_settings: Settings, tmp_p
 BURST = 100_000
 BURST_CUSTOMERS = 400
 BURST_PURCHASE_EVERY = 50  # the rest are interactions: cheap to verify, as costly to consume
-RSS_CEILING_MB = 350  # README, "Limits": the stated ceiling for a worker with few customers
+RSS_CEILING_MB = 350  # docs/operations.md, "Limits": a worker with few customers
 
 
 def burst_lines(n: int = BURST, customers: int = BURST_CUSTOMERS) -> list[bytes]:

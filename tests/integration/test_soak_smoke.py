@@ -1,6 +1,6 @@
 """The soak command runs end to end: half a minute of feeding with kills, then the verdict.
 
-``bench/soak.py`` is meant to run for minutes or hours (README, "Limits"); this keeps it
+``bench/soak.py`` is meant to run for minutes or hours (docs/operations.md, "Soak"); this keeps it
 working: it must feed, kill and restart workers, verify, print ALL-RECORDS-DELIVERED with its
 counts, exit 0, and clean up after itself.
 """

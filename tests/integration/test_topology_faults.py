@@ -1,7 +1,7 @@
 """Faults: a worker SIGKILLed in the middle of a log and restarted gives the reference outputs.
 
-Effectively once (README): a redelivered record is a no-op for the state, and outputs carry
-deterministic ids, so after a crash the output topics may hold some ids twice, but always with
+Effectively once (docs/architecture.md): a redelivered record is a no-op for the state, and outputs
+carry deterministic ids, so after a crash the output topics may hold some ids twice, but always with
 identical content, nothing is missing, and no state counts an event twice.
 """
 
@@ -48,7 +48,7 @@ def stopped(worker: WorkerProcess) -> bool:
     """SIGTERM ended the worker: cleanly (0), or killed after the grace period (None).
 
     Faust's take buffers can leave a message un-acknowledged at shutdown, and the worker then
-    waits for it until it is killed (README, known limitations). That is as safe as the
+    waits for it until it is killed (Faust's shutdown can hang). That is as safe as the
     SIGKILL these tests already exercise (nothing un-acknowledged is committed); a non-zero
     exit code (a crash) still fails.
     """

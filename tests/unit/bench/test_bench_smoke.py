@@ -1,6 +1,6 @@
 """The benchmarks that need no services still run: each on a tiny input, figures printed.
 
-Benchmarks are not timed here (their figures come from full runs, see the README); this only
+Benchmarks are not timed here (their figures come from full runs, see docs/benchmarks.md); this only
 keeps them working as the code changes.
 """
 

@@ -12,7 +12,7 @@ max 46 days.
 * median delay <= 35 days: the warning threshold is twice a true friend's mean gap (10-18
   days) after the last purchase, which is at most 36 days;
 * precision >= 20 %: the rhythm rule fires on normal gap variance for some loyal customers
-  (a known weakness, see the README); the floor catches it getting markedly worse.
+  (a known weakness, see docs/domain.md); the floor catches it getting markedly worse.
 """
 
 from __future__ import annotations
