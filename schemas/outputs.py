@@ -23,7 +23,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Score = Annotated[int, Field(ge=1, le=5)]
-Cause = Literal["purchase", "refund", "interaction", "time"]
+Cause = Literal["purchase", "refund", "interaction", "time", "late_purchase"]
 
 MAX_REASON_CHARS: Final = 2048
 MAX_PAYLOAD_TEXT_CHARS: Final = 8192
@@ -83,7 +83,10 @@ class _DomainOutput(_Wire):
     customer_id: Identifier
     event_time: UtcTime = Field(description="Event time of what caused this output.")
     model_version: Label = Field(description="Scoring/churn model version used.")
-    cause: Cause = Field(description="What moved the customer: an event, or time alone.")
+    cause: Cause = Field(
+        description="What moved the customer: an event, time alone, or a late purchase or "
+        "refund folded in as a correction (late_purchase)."
+    )
 
 
 class SegmentChange(_DomainOutput):
@@ -149,6 +152,7 @@ class DeadLetterReason(StrEnum):
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
     LATE_EVENT = "late_event"
+    BEYOND_LATE_HORIZON = "beyond_late_horizon"
     PROCESSING_ERROR = "processing_error"
     INTERNAL_ERROR = "internal_error"
 

@@ -9,7 +9,9 @@ Every failure path ends in a record, never in an exception out of :meth:`Process
 
 * bytes that do not decode or validate → a dead letter with the decoder's reason;
 * a purchase in another currency than the reporting one → a dead letter saying so;
-* an event older than closed event time → a dead letter ``late_event``;
+* a purchase or refund older than closed event time minus the late horizon → a dead letter
+  ``beyond_late_horizon`` (a later one is folded in as a correction by the core); an
+  interaction older than closed event time → a dead letter ``late_event``;
 * an exception inside the core (a bug) → a dead letter ``processing_error`` with the model
   version, an error log with the traceback, and the customer's cached state discarded so it is
   read back as last written (the core mutates states in place for speed);
@@ -354,24 +356,37 @@ class Processor:
                 out.append(OutRecord(self.topics.churn_alerts, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, LateEvent):
-                source = SourceRef(record.topic, record.partition, record.offset, record.key)
-                late_by = (e.closed_ms - e.fact.at_ms) / 1000
-                out.append(
-                    self._dead(
-                        dead_letter(
-                            source,
-                            raw,
-                            DeadLetterReason.LATE_EVENT,
-                            f"event time is {late_by:.3f} s before this partition's closed "
-                            f"event time (watermark minus the allowed lateness of "
-                            f"{self.rules.allowed_lateness_seconds:g} s); it was not applied. "
-                            f"Replay it in order, or raise allowed_lateness_seconds.",
-                        )
-                    )
-                )
+                out.append(self._dead(self._late_letter(e, record, raw)))
             elif isinstance(e, DuplicateEvent):
                 self.counters.duplicates += 1
         return out
+
+    def _late_letter(self, e: LateEvent, record: InRecord, raw: bytes) -> DeadLetter:
+        source = SourceRef(record.topic, record.partition, record.offset, record.key)
+        late_by = (e.closed_ms - e.fact.at_ms) / 1000
+        behind = (
+            f"event time is {late_by:.3f} s before this partition's closed event time "
+            f"(watermark minus the allowed lateness of "
+            f"{self.rules.allowed_lateness_seconds:g} s)"
+        )
+        if e.horizon_ms is None:
+            return dead_letter(
+                source,
+                raw,
+                DeadLetterReason.LATE_EVENT,
+                f"{behind}; it was not applied. Replay it in order, or raise "
+                f"allowed_lateness_seconds (RFM_ALLOWED_LATENESS_SECONDS).",
+            )
+        return dead_letter(
+            source,
+            raw,
+            DeadLetterReason.BEYOND_LATE_HORIZON,
+            f"{behind}, beyond the late horizon of {self.rules.late_horizon_days:g} days "
+            f"(or before the purchase days this customer's state still holds); it was not "
+            f"applied. History this old is loaded before going live: `rfm-stream replay LOG` "
+            f"into a fresh deployment (RFM_LIVE_CLOCK=false), or raise the horizon "
+            f"(RFM_LATE_HORIZON_DAYS) before it arrives.",
+        )
 
     def internal_error(self, message: object, exc: Exception) -> OutRecord:
         """A dead letter for a record the glue itself failed on (a bug: logged with traceback)."""

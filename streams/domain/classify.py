@@ -38,7 +38,14 @@ from streams.domain.scoring import (
     recency_score,
 )
 from streams.domain.segments import is_loyal, is_profitable, quadrant_of, rfm_segment
-from streams.domain.state import REFUND, CustomerState, fold_purchase, prune_buckets
+from streams.domain.state import (
+    PURCHASE,
+    REFUND,
+    CustomerState,
+    fold_purchase,
+    forget_before,
+    prune_buckets,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,7 @@ class Classifier:
         self._loyalty = lo
         self._min_alive = lo.min_p_alive
         self._tenure_ms = math.ceil(lo.min_tenure_days * MS_PER_DAY)
+        self._horizon_ms = rules.late_horizon_ms
         self._profit_split = model.profit_split_cents
         self._loyal_split = model.loyalty_split_orders
         # the verdict of the latest evaluate() call, so that the profile the views show for
@@ -260,10 +268,18 @@ class Classifier:
         )
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, state: CustomerState, now_ms: int) -> list[OutputEvent]:
-        """Run a due evaluation at event time ``now_ms``; mutates ``state``, returns outputs."""
+    def evaluate(self, state: CustomerState, now_ms: int, late: int = 0) -> list[OutputEvent]:
+        """Run a due evaluation at event time ``now_ms``; mutates ``state``, returns outputs.
+
+        ``late`` is PURCHASE or REFUND when a late fact was just folded in (a correction: the
+        outputs' cause is ``late_purchase``, and a late purchase resets the drift level as an
+        in-time one does), 0 for a due evaluation.
+        """
         self.last_verdict = None
         cause = fold_closed(state, now_ms, self.rules)
+        forget_before(state, now_ms - self._horizon_ms)
+        if late:
+            cause = "late_purchase"
         state.evaluated_ms = now_ms
         if state.first_ms is None:
             state.next_due_ms = state.pending[0][0] if state.pending else None
@@ -283,7 +299,7 @@ class Classifier:
         if v.level > state.drift_level:
             profile = profile or self.assess(state, now_ms, v, engagement=False)
             out.append(_alert(state, profile, v.level, cause))
-        if v.level > state.drift_level or cause == "purchase":
+        if v.level > state.drift_level or cause == "purchase" or late == PURCHASE:
             # a purchase resets the drift level; time alone only ever raises it
             state.drift_level = v.level
         state.model_version = self.model.version
@@ -347,9 +363,11 @@ def fold_closed(state: CustomerState, now_ms: int, rules: Rules) -> Cause:
             fold_purchase(state, p, bucket_days)
         last = ready[-1]
         cause = "refund" if all(p[2] == REFUND for p in ready) else "purchase"
-        edge = [p[1] for p in ready if p[0] == last[0]]
-        state.edge_ids = (state.edge_ids if state.folded_ms == last[0] else []) + edge
-        state.folded_ms = last[0]
+        ids = state.folded_ids
+        for p in ready:
+            ids[p[1]] = day_of(p[0])
+        if state.folded_ms is None or last[0] > state.folded_ms:
+            state.folded_ms = last[0]
         prune_buckets(state, now_ms, bucket_days, rules.windows.long_buckets)
     return cause
 

@@ -7,10 +7,17 @@ it and however often it is restarted from saved state.
 
 Time
     ``clock_ms`` is the partition's watermark: the largest purchase event time (or tick) seen.
-    Event time is *closed* below ``clock_ms - allowed_lateness``. A purchase older than closed
-    time is late: reported, not applied. A customer is evaluated at a due time ``D`` only once
-    time is closed past ``D``, so every purchase at or before ``D`` has arrived (or would be
-    late). With zero lateness evaluation is immediate.
+    Event time is *closed* below ``clock_ms - allowed_lateness``. A customer is evaluated at a
+    due time ``D`` only once time is closed past ``D``, so every purchase at or before ``D`` has
+    arrived (or is late). With zero lateness evaluation is immediate.
+
+Late purchases
+    A purchase or refund older than closed time is late. Within the late horizon (closed time
+    minus ``late_horizon``) it is folded into the customer's aggregates at once, as if it had
+    come in order (the fold is order-independent, see :mod:`streams.domain.state`), and the
+    customer is re-evaluated at the current closed time: what changes is output with cause
+    ``late_purchase``, a correction. Older ones are reported, not applied. Late interactions
+    (engagement only) are reported.
 
 Due index
     Each state stores the next event time it must be re-evaluated (``next_due_ms``); the engine
@@ -33,10 +40,18 @@ from streams.domain.facts import (
     PurchaseFact,
     PurchaseKind,
     SourcePosition,
+    day_of,
 )
 from streams.domain.model import Model
 from streams.domain.rules import Rules
-from streams.domain.state import PURCHASE, REFUND, CustomerState
+from streams.domain.state import (
+    PURCHASE,
+    REFUND,
+    CustomerState,
+    can_fold,
+    fold_purchase,
+    prune_buckets,
+)
 
 _MAX_EVALUATIONS_PER_WAKE = 64  # next due strictly increases; this only bounds a pathology
 
@@ -80,6 +95,7 @@ class PartitionEngine:
         self.clock_ms = clock_ms
         self.touch_clock_ms = touch_clock_ms
         self._lateness = rules.allowed_lateness_ms
+        self._horizon = rules.late_horizon_ms
         self._due: list[tuple[int, str]] = []
         # customers whose profile changed (purchases folded or outputs made), for the views
         self.changed: set[str] = set()
@@ -91,6 +107,10 @@ class PartitionEngine:
     def closed_ms(self) -> int | None:
         """Event time below which this partition's purchases are final."""
         return None if self.clock_ms is None else self.clock_ms - self._lateness
+
+    def _closed_edge(self, closed: int) -> int:
+        """The latest event time a due evaluation may have run at (see :meth:`_ready`)."""
+        return closed if self._lateness == 0 else closed - 1
 
     def _ready(self, due_ms: int) -> bool:
         closed = self.closed_ms
@@ -156,11 +176,11 @@ class PartitionEngine:
             return out
         closed = self.closed_ms
         if closed is not None and fact.at_ms < closed:
-            return [LateEvent(fact, position, closed)]
+            return self._on_late(fact, position, key, state, closed)
         out = self._advance(fact.at_ms)
         state = self.store.get(fact.customer_id) or CustomerState(fact.customer_id)
         state.offsets[key] = position.offset
-        if fact.event_id in state.edge_ids or any(p[1] == fact.event_id for p in state.pending):
+        if fact.event_id in state.folded_ids or any(p[1] == fact.event_id for p in state.pending):
             self.store.put(state)
             out.append(DuplicateEvent(fact, position, "duplicate_id"))
             return out
@@ -174,6 +194,54 @@ class PartitionEngine:
                 out.extend(self._run_due(state))
             else:
                 self._schedule(state)
+        self.store.put(state)
+        return out
+
+    def _on_late(
+        self,
+        fact: PurchaseFact,
+        position: SourcePosition,
+        key: str,
+        state: CustomerState | None,
+        closed: int,
+    ) -> list[DomainEvent]:
+        """A purchase or refund behind closed time: a correction within the horizon.
+
+        It moves no clock. Its verdict depends only on the clock and the customer's state, both
+        of which only move forward, so a record judged beyond the horizon (which changes no
+        state) is judged so again when it is read again after a crash.
+        """
+        if fact.at_ms < closed - self._horizon or (
+            state is not None and not can_fold(state, fact.at_ms)
+        ):
+            return [LateEvent(fact, position, closed, self._horizon)]
+        state = state or CustomerState(fact.customer_id)
+        state.offsets[key] = position.offset
+        if fact.event_id in state.folded_ids or any(p[1] == fact.event_id for p in state.pending):
+            self.store.put(state)
+            return [DuplicateEvent(fact, position, "duplicate_id")]
+        out: list[DomainEvent] = []
+        if state.next_due_ms is not None and self._ready(state.next_due_ms):
+            out.extend(self._run_due(state))  # catch up first (only after a long pause)
+        sign = REFUND if fact.kind is PurchaseKind.REFUND else PURCHASE
+        fold_purchase(
+            state,
+            (fact.at_ms, fact.event_id, sign, fact.amount_cents, fact.order_id),
+            self.rules.windows.bucket_days,
+        )
+        state.folded_ids[fact.event_id] = day_of(fact.at_ms)
+        if state.folded_ms is None or fact.at_ms > state.folded_ms:
+            state.folded_ms = fact.at_ms
+        now = self._closed_edge(closed)
+        if state.evaluated_ms is not None and state.evaluated_ms > now:
+            now = state.evaluated_ms  # never evaluate back in time
+        w = self.rules.windows
+        prune_buckets(state, now, w.bucket_days, w.long_buckets)
+        out.extend(self.classifier.evaluate(state, now, late=sign))
+        self.changed.add(state.customer_id)
+        if self.classifier.last_verdict is not None:
+            self.verdicts[state.customer_id] = self.classifier.last_verdict
+        self._schedule(state)
         self.store.put(state)
         return out
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from streams.domain.facts import Fact, SourcePosition
 
-Cause = Literal["purchase", "refund", "time"]
+Cause = Literal["purchase", "refund", "time", "late_purchase"]
 Dimension = Literal["rfm_segment", "quadrant"]
 
 
@@ -83,11 +83,17 @@ class ChurnRiskRaised:
 
 @dataclass(frozen=True, slots=True)
 class LateEvent:
-    """A fact older than closed event time: reported (dead-lettered), never mixed in."""
+    """A fact too old to apply: reported (dead-lettered), never mixed in.
+
+    An interaction older than closed event time; a purchase or refund older than closed time
+    minus the late horizon (``horizon_ms``; purchases closer than that are folded in as
+    corrections), or before the purchase days its customer's state still holds.
+    """
 
     fact: Fact
     position: SourcePosition
     closed_ms: int
+    horizon_ms: int | None = None  # None: an interaction (no horizon)
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,6 +147,13 @@ class Rules(_Strict):
     allowed_lateness_seconds: float = Field(
         5.0, ge=0, le=30 * 86_400, description="grace for out-of-order events per partition"
     )
+    late_horizon_days: float = Field(
+        30.0,
+        ge=0,
+        le=366,
+        description="late purchases and refunds up to this far behind closed event time are "
+        "folded in as corrections; older ones are dead-lettered (0: none)",
+    )
     windows: WindowRules = WindowRules()
     hysteresis: HysteresisRules = HysteresisRules()
     loyalty: LoyaltyRules = LoyaltyRules()
@@ -158,6 +165,10 @@ class Rules(_Strict):
     @property
     def allowed_lateness_ms(self) -> int:
         return int(self.allowed_lateness_seconds * 1000)
+
+    @property
+    def late_horizon_ms(self) -> int:
+        return int(self.late_horizon_days * 86_400_000)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Rules:

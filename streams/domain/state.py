@@ -10,23 +10,31 @@ What it keeps, and why:
 * **Purchase rhythm** — the sum of squared gaps between consecutive purchase days; with
   ``t_x / x`` (the mean gap) it gives the variance of the customer's own gap.
 * **Pending purchases** — purchases whose event time is not yet *closed* (partition watermark
-  minus allowed lateness). They are folded into the aggregates in event-time order only when
-  time closes past them, so the aggregates never depend on arrival order.
+  minus allowed lateness). They are folded into the aggregates when time closes past them.
+* **Recent purchase days** — the distinct purchase days inside the late horizon, plus the one
+  before them: what a *late* purchase (older than closed time, within the horizon) needs to be
+  folded in as if it had come in order (is its day new? which days are its neighbours?). Every
+  aggregate above is a function of the *set* of folded purchases (x = distinct days − 1, the
+  squared gaps of the sorted days, spend on the first day and on the others, bucket sums), so
+  :func:`fold_purchase` gives the same state whatever the order it is called in.
 * **Redelivery guards** — the highest source offset applied per input partition, and the ids of
-  events that could still legally arrive again (pending ones, and those at the fold edge).
+  events that could still legally arrive again (pending ones, and folded ones inside the late
+  horizon).
 * **Classification** — current scores, segment, quadrant, drift level, when each began, the
   output sequence number (output ids are ``customer:seq``), and the next time-driven due time.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Final
 
 import orjson
 
 from streams.domain.facts import MS_PER_DAY, day_of
 
-_FORMAT: Final = 1
+_FORMAT: Final = 2
+_FORMATS: Final = (1, 2)  # format 1 (before late corrections) is upgraded on read
 # positions in the serialized row (to_list) read without decoding the whole state
 _OFFSETS_AT: Final = 20
 _NEXT_DUE_AT: Final = 28
@@ -47,11 +55,12 @@ class CustomerState:
     __slots__ = (
         "buckets",
         "customer_id",
+        "days",
         "drift_level",
-        "edge_ids",
         "evaluated_ms",
         "first_day_cents",
         "first_ms",
+        "folded_ids",
         "folded_ms",
         "gap_sq_days",
         "interactions",
@@ -91,8 +100,13 @@ class CustomerState:
         self.gap_sq_days = 0
         self.buckets: dict[int, list[int]] = {}  # bucket -> [orders, net cents]
         self.pending: list[PendingPurchase] = []
-        self.edge_ids: list[str] = []
+        # ids of folded purchases and refunds inside the late horizon -> their event day
+        self.folded_ids: dict[str, int] = {}
+        # the latest event time folded
         self.folded_ms: int | None = None
+        # distinct purchase days folded: every one from days[0] on (days[0] is the first
+        # purchase day unless older days were forgotten past the late horizon)
+        self.days: list[int] = []
         # interactions
         self.touches: dict[int, int] = {}  # bucket -> interactions
         self.interactions = 0
@@ -184,7 +198,7 @@ class CustomerState:
             self.gap_sq_days,
             sorted([b, n, c] for b, (n, c) in self.buckets.items()),
             [list(p) for p in self.pending],
-            sorted(self.edge_ids),
+            sorted([i, t] for i, t in self.folded_ids.items()),
             self.folded_ms,
             sorted([b, n] for b, n in self.touches.items()),
             self.interactions,
@@ -200,6 +214,7 @@ class CustomerState:
             self.evaluated_ms,
             self.next_due_ms,
             self.model_version,
+            self.days,
         ]
 
     def to_bytes(self) -> bytes:
@@ -213,7 +228,7 @@ class CustomerState:
         state object up front would cost ~6 µs and ~2.5 KB per customer (see table_store).
         """
         row = orjson.loads(raw)
-        if not row or row[0] != _FORMAT:
+        if not row or row[0] not in _FORMATS:
             raise ValueError(f"unknown customer state format {row[:1]!r}; expected {_FORMAT}")
         offsets = row[_OFFSETS_AT]
         partition = int(offsets[0][0].rsplit("/", 1)[1]) if offsets else None
@@ -221,7 +236,7 @@ class CustomerState:
 
     @classmethod
     def from_list(cls, row: list[Any]) -> CustomerState:
-        if not row or row[0] != _FORMAT:
+        if not row or row[0] not in _FORMATS:
             raise ValueError(f"unknown customer state format {row[:1]!r}; expected {_FORMAT}")
         s = cls(row[1])
         (
@@ -238,8 +253,15 @@ class CustomerState:
         ) = row[2:12]
         s.buckets = {b: [n, c] for b, n, c in row[12]}
         s.pending = [(p[0], p[1], p[2], p[3], p[4]) for p in row[13]]
-        s.edge_ids = list(row[14])
         s.folded_ms = row[15]
+        if row[0] == 1:
+            # Format 1 kept only the ids at the fold edge, and no purchase days: late data
+            # before the last purchase day is then beyond what this state can fold.
+            s.folded_ids = dict.fromkeys(row[14], day_of(s.folded_ms or 0))
+            s.days = [] if s.last_ms is None else [day_of(s.last_ms)]
+        else:
+            s.folded_ids = dict(row[14])
+            s.days = list(row[30])
         s.touches = dict(row[16])
         s.interactions = row[17]
         s.last_touch_ms = row[18]
@@ -277,8 +299,23 @@ class CustomerState:
         )
 
 
+def can_fold(state: CustomerState, at_ms: int) -> bool:
+    """Whether the state still holds what folding a purchase at ``at_ms`` needs to know."""
+    if not state.days or state.first_ms is None:
+        return True
+    day = day_of(at_ms)
+    return day >= state.days[0] or state.days[0] == day_of(state.first_ms)
+
+
 def fold_purchase(state: CustomerState, purchase: PendingPurchase, bucket_days: int) -> None:
-    """Add one purchase or refund to the aggregates. Callers fold in event-time order."""
+    """Add one purchase or refund to the aggregates, in any order.
+
+    The result depends on the set of purchases folded, not on the order: the purchase's day is
+    placed among the known purchase days (``state.days``), so x, t_x, the squared gaps and the
+    first-day / repeat spend come out as if the purchases had been folded sorted. A day before
+    ``days[0]`` is foldable only when ``days[0]`` is the first purchase day (see
+    :func:`can_fold`; the engine's late horizon guarantees it).
+    """
     at_ms, _event_id, sign, cents, _order = purchase
     bucket = state.buckets.setdefault(at_ms // (bucket_days * MS_PER_DAY), [0, 0])
     if sign == REFUND:
@@ -289,21 +326,63 @@ def fold_purchase(state: CustomerState, purchase: PendingPurchase, bucket_days: 
     state.orders += 1
     bucket[0] += 1
     bucket[1] += cents
+    day = day_of(at_ms)
+    days = state.days
     if state.first_ms is None or state.last_ms is None:
         state.first_ms = state.last_ms = at_ms
         state.first_day_cents = cents
+        days.append(day)
         return
-    day, first_day, last_day = day_of(at_ms), day_of(state.first_ms), day_of(state.last_ms)
-    if day == first_day:
-        state.first_day_cents += cents
-    elif day == last_day:
-        state.repeat_cents += cents
-    else:
-        state.repeat_days += 1
-        state.gap_sq_days += (day - last_day) ** 2
-        state.repeat_cents += cents
     if at_ms > state.last_ms:
         state.last_ms = at_ms
+    if day > days[-1]:  # the common case: a new latest purchase day
+        state.repeat_days += 1
+        state.gap_sq_days += (day - days[-1]) ** 2
+        state.repeat_cents += cents
+        days.append(day)
+        return
+    first_day = day_of(state.first_ms)
+    if at_ms < state.first_ms:
+        state.first_ms = at_ms
+    if day == first_day:
+        state.first_day_cents += cents
+        return
+    if day < first_day:
+        # a new first purchase day: the old one becomes a repeat day
+        state.repeat_days += 1
+        state.gap_sq_days += (first_day - day) ** 2
+        state.repeat_cents += state.first_day_cents
+        state.first_day_cents = cents
+        days.insert(0, day)
+        return
+    i = bisect.bisect_left(days, day)
+    if days[i] == day:  # days[-1] >= day, so i is in range
+        state.repeat_cents += cents
+        return
+    if i == 0:
+        raise ValueError(f"purchase day {day} is before the days this state still holds")
+    before, after = days[i - 1], days[i]
+    state.repeat_days += 1
+    state.gap_sq_days += (day - before) ** 2 + (after - day) ** 2 - (after - before) ** 2
+    state.repeat_cents += cents
+    days.insert(i, day)
+
+
+def forget_before(state: CustomerState, oldest_ms: int) -> None:
+    """Forget purchase days and event ids older than the late horizon (bounded state).
+
+    The latest purchase day before ``oldest_ms``'s day is kept: a late purchase after it needs
+    it as its neighbour.
+    """
+    oldest = oldest_ms // MS_PER_DAY
+    days = state.days
+    if len(days) > 1 and days[1] < oldest:
+        del days[: bisect.bisect_left(days, oldest) - 1]
+    ids = state.folded_ids
+    if ids:
+        stale = [event_id for event_id, day in ids.items() if day < oldest]
+        for event_id in stale:
+            del ids[event_id]
 
 
 def prune_buckets(state: CustomerState, now_ms: int, bucket_days: int, keep: int) -> None:

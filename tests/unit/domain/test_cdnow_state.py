@@ -90,4 +90,13 @@ def test_mean_repeat_spend_equals_the_batch_summary(
 def test_state_stays_small(streamed_and_batch: tuple[DictStore, Any, int]) -> None:
     store, _, _ = streamed_and_batch
     sizes = sorted(len(s.to_bytes()) for s in store.states.values())
-    assert sizes[-1] <= 1024, f"largest serialized state is {sizes[-1]} bytes"
+    # What late corrections need grows with the purchases inside the late horizon (30 days):
+    # the busiest CDNOW buyer keeps 23 event ids and 15 purchase days (1,470 bytes; 1,006
+    # before corrections). Without them every state fits in 1 KiB, as before.
+    assert sizes[-1] <= 1536, f"largest serialized state is {sizes[-1]} bytes"
+    horizon = rules_with_lateness(0).late_horizon_days
+    for s in store.states.values():
+        assert len(s.days) <= horizon + 2
+        bare = s.copy()
+        bare.folded_ids, bare.days = {}, []
+        assert len(bare.to_bytes()) <= 1024
