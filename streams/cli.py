@@ -66,21 +66,28 @@ def health() -> None:
 
 RulesOption = Annotated[
     Path | None,
-    typer.Option("--rules", help="A rules file like streams/domain/rules.toml (default: it)."),
+    typer.Option(
+        "--rules",
+        help="A rules file like streams/domain/rules.toml (default: RFM_RULES_FILE, else it).",
+    ),
 ]
 
 
 def rules_or_exit(path: Path | None) -> Rules:
-    """The rule book, or the validation errors with their field names and exit 2."""
-    from streams.domain.rules import load_rules
+    """The rule book (``--rules``, else ``RFM_RULES_FILE``, else the defaults; the lateness
+    settings of the environment over the file's), or what is wrong with it and exit 2."""
+    from streams.config import load_rule_book
 
+    settings = settings_or_exit()
+    source = path if path is not None else settings.rules_file
     try:
-        return load_rules(path)
+        return load_rule_book(settings, path)
     except FileNotFoundError as exc:
-        console.print(f"[red]rules file not found:[/red] {path}")
+        console.print(f"[red]rules file not found:[/red] {source}")
         raise typer.Exit(EXIT_USAGE) from exc
     except ValidationError as exc:
-        console.print(f"[red]invalid rules file {path}:[/red]\n{exc}")
+        console.print(f"[red]invalid rules (file {source or 'default'}, RFM_* settings):[/red]")
+        console.print(str(exc))
         raise typer.Exit(EXIT_USAGE) from exc
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.domain.rules import Rules, load_rules
 from streams.security import kafka_client_options, redact_url, security_problems
 
 StoreKind = Literal["memory", "rocksdb"]
@@ -39,6 +41,9 @@ _OPTIONAL = (
     "redis_ssl_cafile",
     "redis_ssl_certfile",
     "redis_ssl_keyfile",
+    "rules_file",
+    "allowed_lateness_seconds",
+    "late_horizon_days",
 )
 
 
@@ -120,6 +125,17 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/* and /metrics; unset = no auth"
     )
 
+    # --- Rules (README "Time, lateness and determinism") -----------------------------------
+    rules_file: str | None = Field(
+        None, description="the rules file (TOML); unset = the packaged streams/domain/rules.toml"
+    )
+    allowed_lateness_seconds: float | None = Field(
+        None, ge=0, le=30 * 86_400, description="overrides the rules file's allowed lateness"
+    )
+    late_horizon_days: float | None = Field(
+        None, ge=0, le=366, description="overrides the rules file's late horizon"
+    )
+
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -182,3 +198,21 @@ class TopicNames:
 def load_settings() -> Settings:
     """Read settings from the environment; raises a pydantic ValidationError naming the field."""
     return Settings()
+
+
+def load_rule_book(settings: Settings, path: str | Path | None = None) -> Rules:
+    """The rules a deployment runs with: ``path`` (a ``--rules`` option), else
+    ``RFM_RULES_FILE``, else the packaged defaults; then the lateness settings of the
+    environment (``RFM_ALLOWED_LATENESS_SECONDS``, ``RFM_LATE_HORIZON_DAYS``) over the file's.
+
+    Raises FileNotFoundError, or a pydantic ValidationError naming the field.
+    """
+    rules = load_rules(path if path is not None else settings.rules_file)
+    overrides: dict[str, float] = {}
+    if settings.allowed_lateness_seconds is not None:
+        overrides["allowed_lateness_seconds"] = settings.allowed_lateness_seconds
+    if settings.late_horizon_days is not None:
+        overrides["late_horizon_days"] = settings.late_horizon_days
+    if not overrides:
+        return rules
+    return Rules.model_validate({**rules.model_dump(), **overrides})

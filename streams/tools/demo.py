@@ -23,9 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import ChurnAlert, DeadLetter, RetentionOffer, SegmentChange, parse_output
-from streams.config import Settings
+from streams.config import Settings, load_rule_book
 from streams.domain.facts import MS_PER_DAY
-from streams.domain.rules import load_rules
 from streams.security import redis_options, security_env
 from streams.tools.replay import plan, produce, read_lines
 from streams.worker.topics import ensure_topics
@@ -132,7 +131,7 @@ def run_demo(
     )
     log_path = log_path or sample_log()
     lines = read_lines(log_path)
-    lateness_ms = load_rules().allowed_lateness_ms
+    lateness_ms = load_rule_book(settings).allowed_lateness_ms
     planned = plan(lines, settings, "jsonl", order="delivery", lateness_ms=lateness_ms)
     last_ms = max(p.at_ms for p in planned if p.at_ms is not None)
     ticks = plan([], settings, end_tick_ms=last_ms + 60 * MS_PER_DAY)

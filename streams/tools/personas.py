@@ -21,7 +21,8 @@ On top of that the log has the noise of a real feed: more orders on weekends and
 year-end season, refunds (a share of orders, partial or full, same ``order_id``, days later),
 interactions (browsing sessions, the session before each order, newsletter opens and clicks,
 support tickets), events delivered **out of order** within the allowed lateness, a few
-delivered **hours late** (the stream must dead-letter them as ``late_event``), **duplicates**
+delivered **hours late** (the stream folds a late purchase or refund in as a correction, and
+dead-letters a late interaction as ``late_event``), **duplicates**
 (the same line re-sent) and **invalid records** of every kind the decoders refuse, written in
 the replay's envelope form (``{"topic", "key", "value"}``) so they reach the topic they
 pretend to belong to.
@@ -96,7 +97,8 @@ _INTERACTION_ONLY: Final = frozenset({"oversized_properties"})
 
 Label = str
 """What a line is: ``ok``, ``reordered`` (out of order, within the allowed lateness),
-``late`` (hours late: must be dead-lettered), ``duplicate`` (the same line again) or
+``late`` (hours late: an interaction must be dead-lettered, a purchase or refund is folded in
+as a correction), ``duplicate`` (the same line again) or
 ``invalid:<kind>`` (see ``INVALID_KINDS``)."""
 
 SECOND_MS: Final = 1_000
@@ -173,7 +175,8 @@ class PersonaConfig:
     """Records delivered behind a later-timed record of their partition, by at most
     ``allowed_lateness_seconds - 1`` seconds: the stream must reorder them, not drop them."""
     very_late_share: float = 0.001
-    """Records delivered hours after their event time: ``late_event`` dead letters."""
+    """Records delivered hours after their event time: ``late_event`` dead letters for
+    interactions, corrections (within the late horizon) for purchases and refunds."""
     duplicate_share: float = 0.01
     partitions: int = 4
     """Partitions of the input topics the log will be replayed into (``RFM_PARTITIONS``)."""
@@ -845,8 +848,8 @@ def _stranger(c: _Customer) -> None:
 
 
 def _mark_droppable(c: _Customer) -> None:
-    """Orders that may arrive hours late (and be dead-lettered) without moving the customer:
-    not the first or the last (refunds then unmark the orders they refer to)."""
+    """Orders that may arrive hours late (folded in as corrections) without moving the
+    customer: not the first or the last (refunds then unmark the orders they refer to)."""
     for _at, _cents, _id, event in c.orders[1:-1]:
         event.droppable = True
 
@@ -917,7 +920,7 @@ def _generate(config: PersonaConfig) -> GeneratedLog:
     for record in invalid[k:]:
         lines.append(record.line)
         labels.append(f"invalid:{record.kind}")
-    lost = {events[i].event_id for i in late}
+    lost = {events[i].event_id for i in late if events[i].topic == _INTERACTIONS}
     truth = sorted((_truth(c, lost) for c in customers), key=lambda t: t.customer_id)
     return GeneratedLog(config, lines, labels, truth)
 
@@ -1136,7 +1139,8 @@ def _corrupt(
 
 
 def _truth(c: _Customer, lost: set[str]) -> CustomerTruth:
-    """Ground truth from what the stream will apply (hours-late purchases are not)."""
+    """Ground truth from what the stream will apply (hours-late purchases are, as corrections;
+    ``lost`` holds the hours-late interactions, which are not)."""
     orders, net = [], 0
     for e in c.events:
         if e.topic != _PURCHASES or e.event_id in lost:

@@ -525,8 +525,9 @@ def test_poison_input_is_dead_lettered_and_the_stream_goes_on(
 @dataclass
 class LateLog:
     lines: list[bytes]
-    late: set[bytes]  # lines that must become late_event dead letters
-    repeats: int  # repeated events within the allowed lateness: no-ops, counted
+    late: set[bytes]  # lines that must become late_event dead letters (interactions)
+    repeats: int  # repeated events (within the late horizon for purchases): no-ops, counted
+    corrections: int  # purchases an hour late: folded in as corrections
 
 
 def late_log() -> LateLog:
@@ -534,7 +535,7 @@ def late_log() -> LateLog:
     b = LogBuilder()
     t0 = datetime(2025, 4, 7, 8, 0, tzinfo=UTC)
     late: set[bytes] = set()
-    repeats = 0
+    repeats = corrections = 0
     for day in range(12):
         for i in range(6):
             c = f"lt{i}"
@@ -545,8 +546,9 @@ def late_log() -> LateLog:
                 # 2 s behind its partition's clock: within the lateness, reordered and applied
                 b.purchase(f"{c}-{day}-r", c, at - timedelta(seconds=2), "7.00")
             if i == 2 and day % 4 == 2:
-                # an hour behind: beyond the allowed lateness
-                late.add(b.purchase(f"{c}-{day}-late", c, at - timedelta(hours=1), "9.00"))
+                # an hour behind: beyond the allowed lateness, within the late horizon
+                b.purchase(f"{c}-{day}-late", c, at - timedelta(hours=1), "9.00")
+                corrections += 1
                 late.add(b.interaction(f"{c}-{day}-late-v", c, at - timedelta(hours=2)))
             if i == 3 and day % 2 == 0:
                 b.raw(line)  # a producer retry: the same event again, still pending
@@ -555,9 +557,10 @@ def late_log() -> LateLog:
                 b.interaction(f"{c}-{day}-v", c, at - timedelta(minutes=3))  # a repeated id
                 repeats += 1
             if i == 5 and day == 6:
-                # a repeat days later: far behind the clock, so it is late, not a no-op
-                late.add(b.raw(b.lines[0]))
-    return LateLog(b.lines, late, repeats)
+                # a repeat days later: far behind the clock, within the late horizon: a no-op
+                b.raw(b.lines[0])
+                repeats += 1
+    return LateLog(b.lines, late, repeats, corrections)
 
 
 def test_duplicates_and_out_of_order_delivery(isolated_settings: Settings, tmp_path: Path) -> None:
@@ -582,10 +585,14 @@ def test_duplicates_and_out_of_order_delivery(isolated_settings: Settings, tmp_p
     payloads = {base64.b64decode(d.payload_b64 or "") for d in letters if isinstance(d, DeadLetter)}
     codes = {d.reason_code for d in letters if isinstance(d, DeadLetter)}
     assert codes == {"late_event"}
-    assert payloads == log.late, "exactly the events beyond the lateness are dead-lettered"
+    assert payloads == log.late, "exactly the interactions beyond the lateness are dead-lettered"
     assert verdict.dead_letters["late_event"] == len(log.late)
+    states = read_table_states(settings)
     # the reordered ones (within the lateness) were applied: 12 orders + 4 reordered for lt1
-    assert read_table_states(settings)["lt1"].orders == 16
+    assert states["lt1"].orders == 16
+    # the hour-late ones were folded in as corrections: 12 orders + 3 late for lt2
+    assert log.corrections == 3
+    assert states["lt2"].orders == 15
 
 
 # --------------------------------------------------------------------------- back-pressure

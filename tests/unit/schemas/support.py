@@ -159,7 +159,7 @@ times = st.datetimes(
 labels = identifiers(max_size=20)
 non_negative = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 probabilities = st.floats(min_value=0, max_value=1)
-causes = st.sampled_from(["purchase", "refund", "interaction", "time"])
+causes = st.sampled_from(["purchase", "refund", "interaction", "time", "late_purchase"])
 
 profiles = st.builds(
     ProfileSnapshot,

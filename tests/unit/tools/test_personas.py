@@ -111,8 +111,9 @@ def test_every_valid_line_decodes(log: GeneratedLog) -> None:
 
 
 def test_every_line_meets_its_intended_fate(log: GeneratedLog) -> None:
-    """Invalid and hours-late lines are dead-lettered with the expected reason, duplicates
-    are dropped, and nothing else is dead-lettered (reordered lines are put back in order)."""
+    """Invalid lines and hours-late interactions are dead-lettered with the expected reason,
+    duplicates are dropped, and nothing else is dead-lettered (reordered lines are put back in
+    order, hours-late purchases and refunds are folded in as corrections)."""
     rules, model = load_rules(), default_model()
     assert rules.allowed_lateness_seconds == CONFIG.allowed_lateness_seconds
     stores: dict[int, MemoryPartitionStore] = {}
@@ -131,14 +132,18 @@ def test_every_line_meets_its_intended_fate(log: GeneratedLog) -> None:
                 letter = orjson.loads(out.value)
                 reasons[letter["id"]] = letter["reason_code"]
     expected: dict[str, str] = {}
+    corrected = 0
     for record, label in zip(records, log.labels, strict=False):
-        if label == "late":
+        if label == "late" and record.topic == SETTINGS.topics.purchases:
+            corrected += 1
+        elif label == "late":
             expected[f"dl:{record.topic}:{record.partition}:{record.offset}"] = "late_event"
         elif label.startswith("invalid:"):
             reason = INVALID_KINDS[label.removeprefix("invalid:")]
             expected[f"dl:{record.topic}:{record.partition}:{record.offset}"] = reason
     assert reasons == expected
     assert processor.counters.duplicates == log.labels.count("duplicate")
+    assert corrected > 0
     assert set(INVALID_KINDS.values()) | {"late_event"} == set(reasons.values())
 
 
@@ -172,17 +177,19 @@ def test_noise_shares_are_near_their_configuration(log: GeneratedLog) -> None:
     assert invalid / len(log) == pytest.approx(CONFIG.invalid_share, rel=0.05)
     assert counts["reordered"] / events == pytest.approx(CONFIG.late_share, rel=0.05)
     assert counts["late"] / events == pytest.approx(CONFIG.very_late_share, rel=0.05)
-    # a duplicate of an hours-late record would be a second late one: those are not re-sent
+    # hours-late records are not re-sent: a copy of a late interaction would be a second
+    # late dead letter rather than a duplicate
     assert counts["duplicate"] / events == pytest.approx(CONFIG.duplicate_share, rel=0.1)
     kinds = {k.removeprefix("invalid:") for k in counts if k.startswith("invalid:")}
     assert kinds == set(INVALID_KINDS)
 
 
 def test_truth_matches_the_log(log: GeneratedLog) -> None:
-    """Per customer, the truth counts the orders the stream will apply (not the late ones)."""
+    """Per customer, the truth counts the orders the stream will apply (late ones included:
+    they are folded in as corrections)."""
     orders: Counter[str] = Counter()
     for line, label in zip(log.lines, log.labels, strict=True):
-        if label in ("ok", "reordered"):
+        if label in ("ok", "reordered", "late"):
             data = orjson.loads(line)
             if data.get("type") == "purchase" and "order_id" in data:
                 orders[data["customer_id"]] += 1
