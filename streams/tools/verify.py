@@ -99,10 +99,13 @@ _CLOCK_TEXT: Final = re.compile(rb"is [^\"]{1,64}? ahead of the worker clock \([
 only wall-clock-dependent output text. Compared with the clock and the distance masked."""
 
 _LATE_TEXT: Final = re.compile(rb"event time is [0-9.]{1,32} s before this partition's closed")
-"""A ``late_event`` dead letter says how far behind its partition's closed time the event was.
-A late event changes no state, so after a crash it is judged again against the clock the new
-owner restored, which can be further ahead: same id, same verdict, another distance. Compared
-with the distance masked (docs/architecture.md, "Effectively once")."""
+"""A ``late_event`` or ``beyond_late_horizon`` dead letter says how far behind its partition's
+closed time the event was. Such an event changes no state, so after a crash it is judged again
+against the clock the new owner restored, which can be further ahead: same id, same verdict
+(clocks only move forward, so what was beyond the horizon stays so), another distance.
+Compared with the distance masked (docs/architecture.md, "Effectively once"). A late purchase *within* the
+horizon is a correction: it changes its customer's state and applied offset like any other, so
+reading it again is a no-op and the reference predicts its outputs exactly."""
 
 RECORDED: Final = frozenset({"offer", "holdout"})  # decisions that count toward caps
 HISTORY_DEPENDENT: Final = frozenset({"cooldown", "capped"})
