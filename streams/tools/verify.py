@@ -103,9 +103,9 @@ _LATE_TEXT: Final = re.compile(rb"event time is [0-9.]{1,32} s before this parti
 closed time the event was. Such an event changes no state, so after a crash it is judged again
 against the clock the new owner restored, which can be further ahead: same id, same verdict
 (clocks only move forward, so what was beyond the horizon stays so), another distance.
-Compared with the distance masked (docs/architecture.md, "Effectively once"). A late purchase *within* the
-horizon is a correction: it changes its customer's state and applied offset like any other, so
-reading it again is a no-op and the reference predicts its outputs exactly."""
+Compared with the distance masked (docs/architecture.md, "Effectively once"). A late purchase
+*within* the horizon is a correction: it changes its customer's state and applied offset like
+any other, so reading it again is a no-op and the reference predicts its outputs exactly."""
 
 RECORDED: Final = frozenset({"offer", "holdout"})  # decisions that count toward caps
 HISTORY_DEPENDENT: Final = frozenset({"cooldown", "capped"})

@@ -21,9 +21,9 @@ from schemas import DeadLetter, SegmentChange
 from streams.config import Settings
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
-from streams.reference import run_reference
-from streams.topics import ensure_topics
-from streams.verify import Out, read_inputs, read_table_states
+from streams.tools.reference import run_reference
+from streams.tools.verify import Out, read_inputs, read_table_states
+from streams.worker.topics import ensure_topics
 from tests.integration.test_topology import kcat_produce
 from tests.integration.topology import (
     LogBuilder,
