@@ -94,6 +94,7 @@ class Counters:
     ticks: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    corrections: int = 0  # late purchases and refunds folded in (cause late_purchase)
     segment_changes: int = 0
     churn_alerts: int = 0
 
@@ -282,7 +283,9 @@ class Processor:
         try:
             if isinstance(event, Purchase):
                 position = SourcePosition(PURCHASES, record.partition, record.offset)
+                corrected = engine.corrections
                 events = engine.on_purchase(purchase_fact(event), position)
+                self.counters.corrections += engine.corrections - corrected
             else:
                 position = SourcePosition(INTERACTIONS, record.partition, record.offset)
                 events = engine.on_interaction(interaction_fact(event), position)

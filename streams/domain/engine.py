@@ -101,6 +101,8 @@ class PartitionEngine:
         self.changed: set[str] = set()
         # their latest verdicts (event time, verdict), reused for their profiles
         self.verdicts: dict[str, tuple[int, Verdict]] = {}
+        # late purchases and refunds folded in as corrections (for metrics)
+        self.corrections = 0
 
     # ------------------------------------------------------------------ time
     @property
@@ -230,6 +232,7 @@ class PartitionEngine:
             self.rules.windows.bucket_days,
         )
         state.folded_ids[fact.event_id] = day_of(fact.at_ms)
+        self.corrections += 1
         if state.folded_ms is None or fact.at_ms > state.folded_ms:
             state.folded_ms = fact.at_ms
         now = self._closed_edge(closed)

@@ -89,6 +89,11 @@ class _StreamCollector(Collector):
         yield dead
         for name, help_text, value in (
             ("rfm_duplicates", "Repeated or redelivered events (no-ops).", c.duplicates),
+            (
+                "rfm_late_corrections",
+                "Late purchases and refunds folded in as corrections (cause late_purchase).",
+                c.corrections,
+            ),
             ("rfm_segment_changes", "Segment changes published.", c.segment_changes),
             ("rfm_churn_alerts", "Churn alerts published.", c.churn_alerts),
         ):

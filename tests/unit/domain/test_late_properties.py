@@ -146,6 +146,7 @@ def test_a_late_purchase_within_the_horizon_is_a_correction() -> None:
     closed = T0 + 10 * MS_PER_DAY - LATENESS_MS
     assert not [e for e in run.other if isinstance(e, LateEvent)]
     assert [e.why for e in run.other if isinstance(e, DuplicateEvent)] == ["duplicate_id"]
+    assert run.engine is not None and run.engine.corrections == 1
     bob = run.store.states["bob"]
     assert (bob.orders, bob.first_ms, bob.evaluated_ms) == (1, T0, closed - 1)
     changes = [e for e in run.outputs if e.customer_id == "bob"]

@@ -144,6 +144,7 @@ def test_every_line_meets_its_intended_fate(log: GeneratedLog) -> None:
     assert reasons == expected
     assert processor.counters.duplicates == log.labels.count("duplicate")
     assert corrected > 0
+    assert processor.counters.corrections == corrected
     assert set(INVALID_KINDS.values()) | {"late_event"} == set(reasons.values())
 
 

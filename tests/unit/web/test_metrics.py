@@ -36,7 +36,7 @@ def test_counters_come_from_the_processor_at_scrape_time() -> None:
     metrics = WebMetrics(source)
     c = source.counters
     c.consumed, c.purchases, c.interactions, c.ticks = 10, 6, 2, 1
-    c.duplicates, c.segment_changes, c.churn_alerts = 3, 4, 5
+    c.duplicates, c.segment_changes, c.churn_alerts, c.corrections = 3, 4, 5, 6
     c.dead("invalid_json")
     c.dead("late_event")
     c.dead("late_event")
@@ -54,6 +54,7 @@ def test_counters_come_from_the_processor_at_scrape_time() -> None:
     # every reason is a series from the start, so rate() and alerts work before the first one
     assert {dict(k)["reason"] for k in dead} == {r.value for r in DeadLetterReason}
     assert samples["rfm_duplicates_total"] == {(): 3}
+    assert samples["rfm_late_corrections_total"] == {(): 6}
     assert samples["rfm_segment_changes_total"] == {(): 4}
     assert samples["rfm_churn_alerts_total"] == {(): 5}
     assert samples["rfm_model_info"] == {(("version", source.model.version),): 1}
