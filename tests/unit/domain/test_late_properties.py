@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -120,6 +121,31 @@ def test_the_state_does_not_depend_on_arrival_order_within_the_horizon(
     for cid, state in run.store.states.items():
         ids = [e.id for e in run.outputs if e.customer_id == cid]
         assert ids == [f"{cid}:{n}" for n in range(1, state.seq + 1)]
+
+
+@PROPERTY
+@given(customer_logs(), st.randoms(use_true_random=False))
+def test_the_state_is_the_fold_of_what_was_applied(facts: list[Fact], rnd: random.Random) -> None:
+    """Arrivals up to twice the horizon behind: some purchases are beyond it. The state is then
+    exactly the in-order fold of the purchases that were applied (within the horizon)."""
+    end = max(f.at_ms for f in facts) + 2 * HORIZON_MS + LATENESS_MS + MS_PER_DAY
+    arrived = _arrivals(facts, rnd, 2 * HORIZON_MS)
+    run = run_log(arrived, end_ms=end)
+    arrivals = Counter(f.event_id for f in arrived if isinstance(f, PurchaseFact))
+    refused = Counter(
+        e.fact.event_id
+        for e in run.other
+        if isinstance(e, LateEvent | DuplicateEvent) and isinstance(e.fact, PurchaseFact)
+    )
+    applied = {i for i, n in arrivals.items() if n > refused[i]}
+    assert all(n - refused[i] <= 1 for i, n in arrivals.items()), "a purchase applied twice"
+    kept = [f for f in facts if not isinstance(f, PurchaseFact) or f.event_id in applied]
+    reference = run_log(kept, end_ms=end)
+    for cid, state in run.store.states.items():
+        if cid in reference.store.states:
+            assert aggregates(state, end) == aggregates(reference.store.states[cid], end), cid
+        else:
+            assert state.orders == state.refunds == 0
 
 
 @PROPERTY
