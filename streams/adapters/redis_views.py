@@ -353,3 +353,17 @@ class ProfileViews:
 
 def _decoded(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def profile_update(raw: bytes) -> ProfileUpdate:
+    """Read a record of the profiles topic (see ``Processor._profiles``)."""
+    data = orjson.loads(raw)
+    fields = data["profile"]
+    if fields.get("scores") is not None:
+        fields["scores"] = tuple(fields["scores"])
+    return ProfileUpdate(
+        profile=Profile(**fields),
+        segment_since_ms=data.get("segment_since_ms"),
+        quadrant_since_ms=data.get("quadrant_since_ms"),
+        history=tuple((i, j) for i, j in data.get("history", [])),
+    )

@@ -22,16 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 
 from schemas import ChurnAlert, SegmentChange, parse_output, to_json_bytes
 from streams.adapters import connect
 from streams.adapters.offer_store import OfferStore, keep_ms_for
-from streams.adapters.redis_views import ProfileUpdate, ProfileViews
+from streams.adapters.redis_views import ProfileViews, profile_update
 from streams.adapters.retry import with_backoff
 from streams.config import Settings
 from streams.convert import retention_offer, trigger_of
-from streams.domain.events import Profile
 from streams.domain.model import Model, default_model
 from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
@@ -295,20 +293,6 @@ class RedisSide:
         if decision is None:
             return None
         return decision.customer_id.encode(), to_json_bytes(retention_offer(decision, event))
-
-
-def profile_update(raw: bytes) -> ProfileUpdate:
-    """Read a record of the profiles topic (see ``Processor._profiles``)."""
-    data = orjson.loads(raw)
-    fields = data["profile"]
-    if fields.get("scores") is not None:
-        fields["scores"] = tuple(fields["scores"])
-    return ProfileUpdate(
-        profile=Profile(**fields),
-        segment_since_ms=data.get("segment_since_ms"),
-        quadrant_since_ms=data.get("quadrant_since_ms"),
-        history=tuple((i, j) for i, j in data.get("history", [])),
-    )
 
 
 async def process_batch(
