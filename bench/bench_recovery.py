@@ -93,9 +93,14 @@ from streams.domain.facts import PurchaseFact, SourcePosition  # noqa: E402
 from streams.domain.model import default_model  # noqa: E402
 from streams.domain.rules import load_rules  # noqa: E402
 from streams.domain.state import CustomerState  # noqa: E402
-from streams.processor import PURCHASES, TICK_HEADER, tick_record  # noqa: E402
+from streams.processor import (  # noqa: E402
+    CLOCK_KEY,
+    PURCHASES,
+    TICK_HEADER,
+    tick_record,
+)
 from streams.tools.replay import partition_for  # noqa: E402
-from streams.worker.table_store import CLOCK_KEY, partition_of  # noqa: E402
+from streams.worker.table_store import partition_of  # noqa: E402
 from streams.worker.topics import ensure_topics  # noqa: E402
 
 console = Console(stderr=True)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import orjson
 
@@ -100,6 +100,11 @@ class Counters:
 
     def dead(self, code: str) -> None:
         self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
+
+
+CLOCK_KEY: Final = "\x00clock/{partition}"
+"""The table key of a partition's clock row, beside the customers' rows (the worker's table
+store writes it, the import writes it too). The NUL byte keeps it apart from any customer id."""
 
 
 class PartitionStore(Protocol):

@@ -45,12 +45,9 @@ from streams.config import Settings
 from streams.domain.model import Model, calibrate
 from streams.domain.rules import Rules
 from streams.domain.state import CustomerState
-from streams.processor import MemoryPartitionStore, Processor
+from streams.processor import CLOCK_KEY, MemoryPartitionStore, Processor
 from streams.tools.calibration import changelog_topic
 from streams.tools.replay import LogFormat, as_consumed, plan
-
-CLOCK_KEY: Final = "\x00clock/{partition}"
-"""The key of a partition's clock row in the table (as the worker's table store writes it)."""
 
 CSV_FIELDS: Final = ("customer_id", "occurred_at", "amount")
 """Columns a CSV mapping must name; ``event_id``, ``order_id``, ``currency`` and ``type`` are

@@ -26,10 +26,10 @@ import orjson
 from faust.streams import _current_event
 
 from streams.domain.state import CustomerState
+from streams.processor import CLOCK_KEY
 
 log = logging.getLogger(__name__)
 
-CLOCK_KEY = "\x00clock/{partition}"
 PURCHASE_STREAMS = ("purchases/", "interactions/")
 
 
