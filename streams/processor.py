@@ -391,9 +391,9 @@ class Processor:
             DeadLetterReason.BEYOND_LATE_HORIZON,
             f"{behind}, beyond the late horizon of {self.rules.late_horizon_days:g} days "
             f"(or before the purchase days this customer's state still holds); it was not "
-            f"applied. History this old is loaded before going live: `rfm-stream replay LOG` "
-            f"into a fresh deployment (RFM_LIVE_CLOCK=false), or raise the horizon "
-            f"(RFM_LATE_HORIZON_DAYS) before it arrives.",
+            f"applied. History this old is loaded before going live, with the workers "
+            f"stopped: `rfm-stream import LOG`; or raise the horizon (RFM_LATE_HORIZON_DAYS) "
+            f"before it arrives.",
         )
 
     def internal_error(self, message: object, exc: Exception) -> OutRecord:
