@@ -159,3 +159,31 @@ def test_bench_latency_smoke(settings: Settings, tmp_path: Path) -> None:
     assert figures["probes_lost"] == 0
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     assert figures["p99_ms"] <= LATENCY_P99_CEILING_MS, figures
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_import_smoke(settings: Settings, tmp_path: Path) -> None:
+    """2,000 events: every phase of the import runs and every customer is written."""
+    figures_path = tmp_path / "import.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_import", "--events", "2000", "--customers", "200",
+         "--json", str(figures_path)],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "RFM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "RFM_REDIS_URL": settings.redis_url,
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "figure: import end to end:" in done.stdout, done.stdout
+    figures = json.loads(figures_path.read_text())
+    assert figures["records"] == 2000
+    # every customer with a valid event, plus one clock row per partition
+    assert figures["changelog_rows"] == figures["customers_imported"] + 4
+    assert 0 < figures["ratio"] <= 1

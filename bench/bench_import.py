@@ -1,0 +1,128 @@
+"""``rfm-stream import`` end to end against the pure core's speed on the same log.
+
+    python -m bench.bench_import [--events 1000000] [--customers 100000] [--json PATH]
+
+Writes the throughput benchmark's log (``bench/workload.py``) as a JSON-lines file, then runs
+the import as the CLI does, phase by phase, into a fresh app on the local stack:
+
+* **fold**: the pure core over the log (decode, state, outputs built and counted) — the
+  core's own events/s on this log, the figure the import is compared with;
+* **calibrate**: the model fitted on the folded states, every customer re-evaluated;
+* **changelog**: every state and clock row produced and acknowledged;
+* **views**: every profile and audience written to Redis.
+
+Prints events/s of the fold and of the whole import, and their ratio (target ≥ 0.8). The
+topics, consumer group and Redis keys it made are deleted at the end (``--keep`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.kit import delete_topics, run_prefix, stack_settings
+from bench.workload import Workload, generate
+from streams.domain.model import default_model
+from streams.domain.rules import load_rules
+from streams.tools import importer
+from streams.worker.topics import ensure_topics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the topics and Redis keys")
+    args = parser.parse_args(argv)
+
+    prefix = run_prefix("import").rstrip(".")
+    settings = stack_settings(topic_prefix=f"{prefix}.", app_id=prefix, redis_prefix=f"{prefix}:")
+    rules = load_rules()
+    w = Workload(events=args.events, customers=args.customers)
+    print(f"workload: {w.describe()}, {settings.partitions} partitions, app {prefix}")
+    planned = generate(w, settings)
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
+        for p in planned:  # interactions carry no order id: the import routes them by that
+            f.write(p.value.replace(b"\n", b" ") + b"\n")
+        path = Path(f.name)
+    del planned
+    print(f"log written to {path} ({path.stat().st_size / 2**20:,.0f} MiB)")
+    figures: dict[str, Any] = {"events": args.events, "customers": args.customers}
+    try:
+        ensure_topics(settings)
+        started = time.perf_counter()
+        lines, fmt = importer.read_log(path, "jsonl", settings, None)
+        read_s = time.perf_counter() - started
+
+        t0 = time.perf_counter()
+        folded = importer.fold(lines, fmt, settings, rules, default_model())
+        fold_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        importer.recalibrate(folded, rules, default_model())
+        updates = importer.final_profiles(folded)
+        calibrate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = importer.write_changelog(settings, folded)
+        changelog_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        asyncio.run(importer.write_views(settings, updates))
+        views_s = time.perf_counter() - t0
+        total_s = time.perf_counter() - started
+
+        figures |= {
+            "records": folded.events,
+            "customers_imported": folded.customers,
+            "dead_letters": dict(folded.dead_reasons),
+            "read_s": read_s,
+            "fold_s": fold_s,
+            "calibrate_s": calibrate_s,
+            "changelog_s": changelog_s,
+            "changelog_rows": rows,
+            "views_s": views_s,
+            "total_s": total_s,
+            "core_events_per_s": folded.events / fold_s,
+            "import_events_per_s": folded.events / total_s,
+        }
+        figures["ratio"] = figures["import_events_per_s"] / figures["core_events_per_s"]
+    finally:
+        path.unlink(missing_ok=True)
+        if not args.keep:
+            delete_topics(settings, prefix)
+            asyncio.run(_delete_keys(settings.redis_url, settings.redis_prefix))
+    print(
+        f"phases: read {figures['read_s']:.1f} s, fold {figures['fold_s']:.1f} s, calibrate "
+        f"{figures['calibrate_s']:.1f} s, changelog {figures['changelog_s']:.1f} s "
+        f"({figures['changelog_rows']:,} rows), Redis views {figures['views_s']:.1f} s"
+    )
+    print(f"figure: pure core over the log: {figures['core_events_per_s']:,.0f} events/s")
+    verdict = "meets" if figures["ratio"] >= 0.8 else "MISSES"
+    print(
+        f"figure: import end to end: {figures['import_events_per_s']:,.0f} events/s = "
+        f"{figures['ratio']:.2f} x the core ({verdict} >= 0.8)"
+    )
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+async def _delete_keys(url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
