@@ -23,7 +23,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Score = Annotated[int, Field(ge=1, le=5)]
-Cause = Literal["purchase", "refund", "interaction", "time", "late_purchase"]
+Cause = Literal["purchase", "refund", "interaction", "time", "late_purchase", "import"]
 
 MAX_REASON_CHARS: Final = 2048
 MAX_PAYLOAD_TEXT_CHARS: Final = 8192
@@ -84,8 +84,9 @@ class _DomainOutput(_Wire):
     event_time: UtcTime = Field(description="Event time of what caused this output.")
     model_version: Label = Field(description="Scoring/churn model version used.")
     cause: Cause = Field(
-        description="What moved the customer: an event, time alone, or a late purchase or "
-        "refund folded in as a correction (late_purchase)."
+        description="What moved the customer: an event, time alone, a late purchase or "
+        "refund folded in as a correction (late_purchase), or an import of history stating "
+        "current memberships (import; no offer is made for it)."
     )
 
 

@@ -269,6 +269,14 @@ def import_history(
     dead_letters: Annotated[
         Path, typer.Option(help="Where the invalid records go (JSON lines, dead-letter records).")
     ] = Path("import-dead-letters.jsonl"),
+    emit_current: Annotated[
+        bool,
+        typer.Option(
+            help="Also publish one segment change per customer and dimension (cause 'import', "
+            "no previous value) stating its current memberships, for downstream tools; no "
+            "offer is made for them."
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option(help="Fold and report, write nothing to Kafka or Redis.")
     ] = False,
@@ -324,6 +332,7 @@ def import_history(
         from streams.domain.model import default_model
 
         model = default_model()
+    emitted = 0
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task(f"folding {log.name}", total=len(lines))
         folded = importer.fold(
@@ -351,7 +360,11 @@ def import_history(
             asyncio.run(
                 importer.write_views(settings, updates, lambda n: progress.advance(task, n))
             )
+            if emit_current:
+                memberships = importer.current_memberships(settings, rule_book, updates)
+                emitted = importer.publish(settings, memberships)
     figures = importer.summary(folded) | {
+        "memberships_published": emitted,
         "model_version": model.version,
         "model_published": not dry_run and not keep_model,
         "dead_letter_file": str(dead_letters),

@@ -128,7 +128,8 @@ def trigger_of(event: SegmentChange | ChurnAlert) -> Trigger | None:
     """The offer-policy trigger a published output amounts to (read back by the offers agent)."""
     at = epoch_ms(event.event_time)
     if isinstance(event, SegmentChange):
-        if event.dimension != "quadrant":
+        # an import states where a customer is (from_value None); it is not a move to act on
+        if event.dimension != "quadrant" or event.cause == "import":
             return None
         return Trigger(event.id, event.customer_id, at, "entered", event.to_value)
     return Trigger(event.id, event.customer_id, at, "drifting", event.quadrant, event.severity)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from streams.domain.facts import Fact, SourcePosition
 
-Cause = Literal["purchase", "refund", "time", "late_purchase"]
+Cause = Literal["purchase", "refund", "time", "late_purchase", "import"]
 Dimension = Literal["rfm_segment", "quadrant"]
 
 

@@ -12,9 +12,11 @@ replay would have built), without Kafka, then:
    afterwards restores them like its own and continues live from there;
 3. writes the Redis profiles and audiences (the views), so marketing tools see everyone at once.
 
-It emits no historic outputs: the segment changes and alerts the history would have produced
-are counted, not published. Invalid records are written to a dead-letter file (JSON lines, the
-same records the dead-letter topic would get) and counted by reason.
+It emits no historic outputs: the segment changes and alerts the history would have produced are
+counted, not published (``--emit-current`` publishes one segment change per customer and dimension
+instead, stating the current membership with cause ``import``). Invalid records are written to a
+dead-letter file (JSON lines, the same records the dead-letter topic would get) and counted by
+reason.
 
 Imported states have applied no record of the live input topics (their applied offsets are
 reset), so the live worker applies everything it reads there: import history that is *not*
@@ -40,12 +42,15 @@ from typing import Any, Final
 
 import orjson
 
+from schemas import to_json_bytes
 from streams.adapters.redis_views import DEFAULT_HISTORY_CAP, ProfileUpdate, profile_update
 from streams.config import Settings
+from streams.convert import segment_change
+from streams.domain.events import Dimension, SegmentChanged
 from streams.domain.model import Model, calibrate
 from streams.domain.rules import Rules
 from streams.domain.state import CustomerState
-from streams.processor import CLOCK_KEY, MemoryPartitionStore, Processor
+from streams.processor import CLOCK_KEY, MemoryPartitionStore, OutRecord, Processor
 from streams.tools.calibration import changelog_topic
 from streams.tools.replay import LogFormat, as_consumed, plan
 
@@ -303,6 +308,64 @@ def summary(folded: Folded) -> dict[str, Any]:
         "outputs_not_published": dict(sorted(folded.outputs.items())),
         "clock_ms": folded.clock_ms,
     }
+
+
+def current_memberships(
+    settings: Settings, rules: Rules, updates: Iterable[ProfileUpdate]
+) -> list[OutRecord]:
+    """One segment change per customer and dimension stating where the customer is now.
+
+    For ``--emit-current``: cause ``import``, no previous value, the id derived from the
+    customer, the dimension and the evaluation time (a rerun publishes the same ids). The
+    offers agent makes no offer for them: an import says where customers are, it is no move.
+    """
+    out: list[OutRecord] = []
+    topic = settings.topics.segment_changes
+    for update in updates:
+        p = update.profile
+        if p.rfm_segment is None or p.quadrant is None:
+            continue
+        memberships: tuple[tuple[Dimension, str], ...] = (
+            ("rfm_segment", p.rfm_segment),
+            ("quadrant", p.quadrant),
+        )
+        for dimension, value in memberships:
+            event = SegmentChanged(
+                id=f"{p.customer_id}:import:{dimension}:{p.at_ms}",
+                customer_id=p.customer_id,
+                at_ms=p.at_ms,
+                dimension=dimension,
+                from_value=None,
+                to_value=value,
+                cause="import",
+                profile=p,
+            )
+            payload = to_json_bytes(segment_change(event, rules))
+            out.append(OutRecord(topic, p.customer_id.encode(), payload))
+    return out
+
+
+def publish(settings: Settings, records: Iterable[OutRecord]) -> int:
+    """Produce output records (keyed by customer, default partitioner) and wait for them."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=20,
+        client_id=f"{settings.app_id}-import",
+        **settings.kafka_client_options(),
+    )
+    sent = 0
+    try:
+        futures = [producer.send(r.topic, key=r.key, value=r.value) for r in records]
+        producer.flush()
+        for future in futures:
+            future.get(timeout=60)
+            sent += 1
+    finally:
+        producer.close()
+    return sent
 
 
 # --------------------------------------------------------------------------- Kafka and Redis

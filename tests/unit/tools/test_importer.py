@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas import DeadLetterReason
+from schemas import DeadLetterReason, SegmentChange, parse_output
 from streams.config import Settings
+from streams.convert import trigger_of
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
 from streams.processor import CLOCK_KEY
@@ -132,3 +133,30 @@ def test_recalibration_publishes_a_model_of_the_history() -> None:
     profiles = importer.final_profiles(folded)
     assert len(profiles) == folded.customers
     assert {p.profile.model_version for p in profiles} == {model.version}
+
+
+def test_current_memberships_state_where_customers_are_and_trigger_no_offer() -> None:
+    lines, fmt = importer.read_log(
+        Path(__file__).resolve().parents[3] / "streams" / "data" / "sample.jsonl",
+        "auto",
+        SETTINGS,
+        None,
+    )
+    folded = importer.fold(lines, fmt, SETTINGS, RULES, default_model())
+    updates = importer.final_profiles(folded)
+    records = importer.current_memberships(SETTINGS, RULES, updates)
+    changes = [c for r in records if isinstance(c := parse_output(r.value), SegmentChange)]
+    assert len(changes) == len(records)
+    classified = [u for u in updates if u.profile.quadrant is not None]
+    assert len(changes) == 2 * len(classified) > 0
+    for change in changes:
+        assert (change.cause, change.from_value) == ("import", None)
+        assert trigger_of(change) is None  # no retention offer for a statement of membership
+    by_customer = {(c.customer_id, c.dimension): c.to_value for c in changes}
+    for update in classified:
+        p = update.profile
+        assert by_customer[(p.customer_id, "quadrant")] == p.quadrant
+        assert by_customer[(p.customer_id, "rfm_segment")] == p.rfm_segment
+    # the same import gives the same ids
+    again = importer.current_memberships(SETTINGS, RULES, updates)
+    assert [r.value for r in again] == [r.value for r in records]
