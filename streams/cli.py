@@ -354,11 +354,16 @@ def import_history(
             if not keep_model:
                 publish_model(settings, model)
             rows = folded.customers + len(folded.stores)
-            task = progress.add_task("changelog", total=rows)
-            importer.write_changelog(settings, folded, lambda n: progress.advance(task, n))
-            task = progress.add_task("Redis views", total=len(updates))
+            to_changelog = progress.add_task("changelog", total=rows)
+            to_redis = progress.add_task("Redis views", total=len(updates))
             asyncio.run(
-                importer.write_views(settings, updates, lambda n: progress.advance(task, n))
+                importer.write_all(
+                    settings,
+                    folded,
+                    updates,
+                    changelog_progress=lambda n: progress.advance(to_changelog, n),
+                    views_progress=lambda n: progress.advance(to_redis, n),
+                )
             )
             if emit_current:
                 memberships = importer.current_memberships(settings, rule_book, updates)

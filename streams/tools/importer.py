@@ -29,6 +29,7 @@ writes could overwrite it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -429,45 +430,75 @@ def ensure_changelog(settings: Settings) -> str:
     return topic
 
 
-def write_changelog(settings: Settings, folded: Folded, progress: Progress | None = None) -> int:
+async def write_changelog(
+    settings: Settings, folded: Folded, progress: Progress | None = None
+) -> int:
     """Every state row and clock row into the changelog; returns the rows written.
 
-    Waits for the broker's acknowledgement of each row (acks=all) before returning: a worker
-    started afterwards finds them all.
+    Rows go out in per-partition batches (no per-record future), and every batch's
+    acknowledgement (acks=all) is awaited before this returns: a worker started afterwards
+    finds them all.
     """
-    from kafka import KafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     topic = ensure_changelog(settings)
-    producer = KafkaProducer(
+    producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         linger_ms=20,
-        batch_size=1 << 20,
-        max_request_size=8 << 20,
+        max_batch_size=1 << 20,
         client_id=f"{settings.app_id}-import",
         **settings.kafka_client_options(),
     )
+    await producer.start()
     written = 0
     try:
-        futures = []
+        builders: dict[int, Any] = {}
+        sizes: dict[int, int] = {}
+        pending: list[asyncio.Future[Any]] = []
+
+        async def submit(partition: int) -> None:
+            pending.append(
+                await producer.send_batch(builders.pop(partition), topic, partition=partition)
+            )
+            if progress is not None:
+                progress(sizes.pop(partition))
+            if len(pending) >= 64:
+                await asyncio.gather(*pending)
+                pending.clear()
+
         for partition, key, value in changelog_records(folded):
-            futures.append(producer.send(topic, key=key, value=value, partition=partition))
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                await submit(partition)
+                builders[partition] = producer.create_batch()
+                builders[partition].append(key=key, value=value, timestamp=None)
+            sizes[partition] = sizes.get(partition, 0) + 1
             written += 1
-            if len(futures) >= 20_000:
-                producer.flush()
-                for f in futures:
-                    f.get(timeout=60)
-                if progress is not None:
-                    progress(len(futures))
-                futures.clear()
-        producer.flush()
-        for f in futures:
-            f.get(timeout=60)
-        if progress is not None:
-            progress(len(futures))
+        for partition in list(builders):
+            await submit(partition)
+        await asyncio.gather(*pending)
     finally:
-        producer.close()
+        await producer.stop()
     return written
+
+
+async def write_all(
+    settings: Settings,
+    folded: Folded,
+    updates: list[ProfileUpdate],
+    *,
+    changelog_progress: Progress | None = None,
+    views_progress: Progress | None = None,
+) -> int:
+    """The changelog and the Redis views, written side by side; returns the changelog rows."""
+    rows, _ = await asyncio.gather(
+        write_changelog(settings, folded, changelog_progress),
+        write_views(settings, updates, views_progress),
+    )
+    return rows
 
 
 async def write_views(
