@@ -25,7 +25,7 @@ from streams.domain.churn import (
     p_alive,
     p_no_purchase_within,
 )
-from streams.domain.drift import next_drift_ms, severity_name
+from streams.domain.drift import drift_crossing_age, drift_expected, drift_level, severity_name
 from streams.domain.events import Cause, ChurnRiskRaised, OutputEvent, Profile, SegmentChanged
 from streams.domain.facts import MS_PER_DAY, day_of
 from streams.domain.model import Model
@@ -46,6 +46,11 @@ from streams.domain.state import (
     forget_before,
     prune_buckets,
 )
+
+# bound on the classifier's cache of drift crossings (cleared when full; values are pure)
+_CROSSING_CACHE = 100_000
+# the bisected crossing is within ~0.01 ms; a few 1-ms steps settle float rounding
+_DUE_ADJUST_STEPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +99,10 @@ class Classifier:
         w, d, lo = rules.windows, rules.drift, rules.loyalty
         self._bucket_ms = w.bucket_days * MS_PER_DAY
         self._short, self._long, self._long_keep = w.short_buckets, w.long_buckets, w.long_buckets
-        self._p_levels = (d.p_alive_watch, d.p_alive_warning, d.p_alive_critical)
-        self._overdue = (d.overdue_watch, d.overdue_warning, d.overdue_critical)
-        self._rhythm_min = d.min_repeat_days_for_rhythm
+        self._drift = d
+        # drift crossing ages by (x, t_x, squared gaps, level): the same for every evaluation
+        # between two purchases, and a pure function of them and the model
+        self._crossings: dict[tuple[int, int, int, int], float | None] = {}
         self._rel = rel
         self._loyalty = lo
         self._min_alive = lo.min_p_alive
@@ -141,7 +147,12 @@ class Classifier:
         if age < t_x:
             age = float(t_x)
         alive = p_alive(self.model.bgnbd, x, t_x, age)
-        loyal = is_loyal(
+        expected = drift_expected(self.model.bgnbd, x, t_x, age, state.gap_sq_days, self._drift)
+        level = drift_level(expected, x, t_x, self._drift)
+        # Drift ends loyalty at critical ("gone", whatever the window says), and nobody becomes
+        # loyal while drifting at warning or worse: a true friend is not made from a silence.
+        was_loyal = state.quadrant == "true_friend" or state.quadrant == "barnacle"
+        loyal = level < (3 if was_loyal else 2) and is_loyal(
             repeat_days=x,
             tenure_days=(now_ms - state.first_ms) / MS_PER_DAY,
             p_alive=alive,
@@ -152,13 +163,6 @@ class Classifier:
             relative=self._rel,
         )
         profitable = is_profitable(lc, self._profit_split, state.quadrant, self._rel)
-        watch, warning, critical = self._p_levels
-        level = 3 if alive < critical else 2 if alive < warning else 1 if alive < watch else 0
-        if level < 3 and x >= self._rhythm_min and t_x:
-            overdue = days_since * x / t_x
-            k1, k2, k3 = self._overdue
-            rhythm = 3 if overdue >= k3 else 2 if overdue >= k2 else 1 if overdue >= k1 else 0
-            level = max(level, rhythm)
         return Verdict(
             scores=scores,
             segment=self._segment[scores],
@@ -287,6 +291,7 @@ class Classifier:
         v = self._verdict(state, now_ms)
         out: list[OutputEvent] = []
         profile: Profile | None = None
+        was_true_friend = state.quadrant == "true_friend"
         if v.segment != state.segment:
             profile = profile or self.assess(state, now_ms, v, engagement=False)
             out.append(_change(state, profile, "rfm_segment", state.segment, v.segment, cause))
@@ -298,7 +303,7 @@ class Classifier:
         state.scores = v.scores
         if v.level > state.drift_level:
             profile = profile or self.assess(state, now_ms, v, engagement=False)
-            out.append(_alert(state, profile, v.level, cause))
+            out.append(_alert(state, profile, v.level, cause, was_true_friend))
         if v.level > state.drift_level or cause == "purchase" or late == PURCHASE:
             # a purchase resets the drift level; time alone only ever raises it
             state.drift_level = v.level
@@ -306,6 +311,29 @@ class Classifier:
         state.next_due_ms = self._next_due(state, v, now_ms)
         self.last_verdict = (now_ms, v)
         return out
+
+    def _level_at(self, state: CustomerState, first_day: int, at_ms: int) -> int:
+        """The drift level :meth:`_verdict` finds at ``at_ms``, with no further purchase."""
+        x, t_x = state.repeat_days, state.t_x_days
+        age = max(at_ms / MS_PER_DAY - first_day, float(t_x))
+        expected = drift_expected(self.model.bgnbd, x, t_x, age, state.gap_sq_days, self._drift)
+        return drift_level(expected, x, t_x, self._drift)
+
+    def _drift_due_ms(self, state: CustomerState, first_day: int, crossing_age: float) -> int:
+        """The first millisecond at which the drift level exceeds the state's: the crossing
+        age turned into event time, then checked (and moved by a few ms if rounding says so)
+        against the very computation an evaluation at that time makes."""
+        level = state.drift_level
+        at = math.floor((first_day + crossing_age) * MS_PER_DAY)
+        for _ in range(_DUE_ADJUST_STEPS):
+            if self._level_at(state, first_day, at) > level:
+                break
+            at += 1
+        for _ in range(_DUE_ADJUST_STEPS):
+            if self._level_at(state, first_day, at - 1) <= level:
+                break
+            at -= 1
+        return at
 
     def _next_due(self, state: CustomerState, v: Verdict, now: int) -> int | None:
         """The earliest event time after ``now`` at which this customer must be re-run."""
@@ -328,19 +356,18 @@ class Classifier:
         first_day = day_of(state.first_ms)
         t_x = day_of(state.last_ms) - first_day
         if state.drift_level < 3 and x > 0:
-            drift_due = next_drift_ms(
-                level=state.drift_level,
-                params=self.model.bgnbd,
-                first_day=first_day,
-                last_ms=state.last_ms,
-                repeat_days=x,
-                t_x_days=t_x,
-                age_days=v.age_days,
-                gap_days=t_x / x if x >= self._rhythm_min and t_x else 0.0,
-                rules=self.rules.drift,
-            )
-            if drift_due is not None:
-                consider(drift_due)
+            key = (x, t_x, state.gap_sq_days, state.drift_level)
+            if key in self._crossings:
+                crossing = self._crossings[key]
+            else:
+                if len(self._crossings) >= _CROSSING_CACHE:
+                    self._crossings.clear()
+                crossing = drift_crossing_age(
+                    self.model.bgnbd, x, t_x, state.gap_sq_days, state.drift_level, self._drift
+                )
+                self._crossings[key] = crossing
+            if crossing is not None:
+                consider(self._drift_due_ms(state, first_day, crossing))
         if v.loyal:
             threshold = self._min_alive * (1 - self._rel)
             if 0 < threshold < 1:
@@ -397,7 +424,11 @@ def _change(
     )
 
 
-def _alert(state: CustomerState, profile: Profile, level: int, cause: Cause) -> ChurnRiskRaised:
+def _alert(
+    state: CustomerState, profile: Profile, level: int, cause: Cause, was_true_friend: bool
+) -> ChurnRiskRaised:
+    """A drifting true friend: a true friend before this evaluation or after it (a critical
+    drift also ends loyalty, so the quadrant leaves true friend in the same evaluation)."""
     assert profile.p_alive is not None and profile.days_since_last_purchase is not None
     return ChurnRiskRaised(
         id=_next_id(state),
@@ -408,7 +439,7 @@ def _alert(state: CustomerState, profile: Profile, level: int, cause: Cause) -> 
         p_alive=profile.p_alive,
         elapsed_days=profile.days_since_last_purchase,
         typical_gap_days=profile.avg_days_between_purchases,
-        true_friend_drifting=profile.quadrant == "true_friend" and level >= 2,
+        true_friend_drifting=(was_true_friend or profile.quadrant == "true_friend") and level >= 2,
         cause=cause,
         profile=profile,
     )

@@ -1,69 +1,170 @@
-"""Drift toward churn: severity from P(alive) and from the customer's own purchase rhythm.
+"""Drift toward churn: the chance of no purchase over the horizon, with the own rhythm in P(alive).
 
-Two signals, the worse one wins:
+The alert is grounded in the model. BG/NBD gives, for a customer alive now, the chance of
+buying within the horizon; the open question is whether they are alive. BG/NBD answers it by
+treating gaps as Poisson (memoryless): a silence of three own gaps is barely suspicious, which
+is right for an irregular buyer and far too lenient for one who buys like clockwork. So the
+alive probability used here is the smaller of two posteriors that share the BG/NBD prior of a
+dropout after the last purchase, ``a / (a + b + x - 1)``:
 
-* **P(alive)** (BG/NBD) below the configured levels (watch / warning / critical);
-* **overdue ratio**: days since the last purchase divided by the customer's own mean gap
-  between purchase days, above the configured multiples (the familiar "more than twice their
-  usual interval" rule), once the customer has enough repeat days to have a rhythm.
+* **BG/NBD P(alive)** — a silence as likely as the NBD mixture says;
+* **rhythm P(alive)** — the silence against the customer's *own* gap distribution, a log-normal
+  with their mean gap ``t_x / x`` and a coefficient of variation shrunk toward 1 (Poisson-like)
+  when there are few gaps: ``odds alive = (b + x - 1)/a · S(silence)``.
 
-Levels: 0 none, 1 watch, 2 warning, 3 critical. Both signals only grow while no purchase
-comes, so the next time either crosses a level is known in closed form: :func:`next_drift_ms`.
+``drift risk = 1 - P(alive) · P(a purchase within the horizon | alive)`` (BG/NBD), so it is the
+churn-risk figure with the rhythm taken into account. Levels: 0 none, 1 watch, 2 warning,
+3 critical, at the configured risk levels. The risk only grows while no purchase comes, so
+the next time it crosses a level is unique; :func:`drift_crossing_age` finds it to the
+millisecond (bisection on the customer's age, a monotone function), and it is the same for
+every evaluation between two purchases, so the classifier caches it.
 """
 
 from __future__ import annotations
 
 import math
 
-from streams.domain.churn import BgNbdParams, days_until_p_alive_below
-from streams.domain.facts import MS_PER_DAY
+from streams.domain.churn import BgNbdParams, expected_purchases, p_alive
 from streams.domain.rules import SEVERITIES, DriftRules, Severity
 
-
-def p_alive_level(p: float, rules: DriftRules) -> int:
-    return sum(p < t for t in (rules.p_alive_watch, rules.p_alive_warning, rules.p_alive_critical))
-
-
-def overdue_level(overdue_ratio: float | None, rules: DriftRules) -> int:
-    if overdue_ratio is None:
-        return 0
-    levels = (rules.overdue_watch, rules.overdue_warning, rules.overdue_critical)
-    return sum(overdue_ratio >= k for k in levels)
+# a crossing further than this many days past the last purchase counts as "never"
+_NEVER_DAYS = 36_525.0
+# bisection stops when the bracket is this narrow (days, ~ 0.01 ms)
+_AGE_TOLERANCE_DAYS = 1e-7
+# exp() of more than this overflows: odds that small are an alive probability of 0
+_MAX_LOG = 700.0
 
 
 def severity_name(level: int) -> Severity:
     return SEVERITIES[level - 1]
 
 
-def rhythm_gap_days(repeat_days: int, mean_gap_days: float | None, rules: DriftRules) -> float:
-    """The gap the overdue ratio divides by, or 0 when there is no rhythm yet."""
-    if repeat_days < rules.min_repeat_days_for_rhythm or not mean_gap_days:
+def gap_cv(repeat_days: int, t_x_days: float, gap_sq_days: float, prior_gaps: float) -> float:
+    """Coefficient of variation of the customer's gaps, shrunk toward 1 with few gaps.
+
+    ``cv² = (x · observed cv² + k · 1) / (x + k)`` with ``k = prior_gaps``: a customer seen
+    over two gaps does not get a clockwork rhythm from a lucky pair; with many gaps the
+    observed spread dominates. Floored at 0.05 so the survival stays a distribution.
+    """
+    mean = t_x_days / repeat_days
+    var = max(gap_sq_days / repeat_days - mean * mean, 0.0)
+    observed = var / (mean * mean)
+    return max(math.sqrt((repeat_days * observed + prior_gaps) / (repeat_days + prior_gaps)), 0.05)
+
+
+def rhythm_survival(silence_days: float, mean_gap_days: float, cv: float) -> float:
+    """P(a gap lasts longer than ``silence_days``), log-normal gaps with this mean and CV."""
+    if silence_days <= 0.0:
+        return 1.0
+    s2 = math.log1p(cv * cv)
+    mu = math.log(mean_gap_days) - s2 / 2.0
+    return 0.5 * math.erfc((math.log(silence_days) - mu) / math.sqrt(2.0 * s2))
+
+
+def alive_with_rhythm(
+    params: BgNbdParams, x: int, t_x: float, age: float, gap_sq_days: float, rules: DriftRules
+) -> float:
+    """P(alive) at ``age``: BG/NBD's, or the own-rhythm posterior when the customer has a
+    regular rhythm (shrunk gap CV at most ``rhythm_max_cv``) and it is the lower one."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    prior_odds = (b + x - 1.0) / a
+    # BG/NBD: odds alive = (b+x-1)/a · ((α+t_x)/(α+T))^(r+x)
+    log_odds = math.log(prior_odds) - (r + x) * math.log((alpha + age) / (alpha + t_x))
+    cv = gap_cv(x, t_x, gap_sq_days, rules.prior_gaps)
+    if cv <= rules.rhythm_max_cv:
+        survival = rhythm_survival(age - t_x, t_x / x, cv)
+        log_rhythm = math.log(prior_odds * survival) if survival > 0.0 else -math.inf
+        log_odds = min(log_odds, log_rhythm)
+    if log_odds < -_MAX_LOG:
         return 0.0
-    return mean_gap_days
+    if log_odds > 0.0:
+        return 1.0 / (1.0 + math.exp(-log_odds))
+    odds = math.exp(log_odds)
+    return odds / (1.0 + odds)
 
 
-def next_drift_ms(
-    *,
-    level: int,
+def drift_expected(
     params: BgNbdParams,
-    first_day: int,
-    last_ms: int,
-    repeat_days: int,
-    t_x_days: int,
-    age_days: float,
-    gap_days: float,
+    x: int,
+    t_x: float,
+    age: float,
+    gap_sq_days: float,
     rules: DriftRules,
-) -> int | None:
-    """Event time at which, with no purchase, the drift level first exceeds ``level``."""
-    if level >= 3:
+) -> float | None:
+    """Expected purchases in the next ``horizon_days``, with the own rhythm in P(alive).
+
+    The BG/NBD conditional expectation is P(alive) times the purchases of an alive customer;
+    here P(alive) is :func:`alive_with_rhythm`. None when the customer has no rate of their
+    own yet (fewer than ``min_repeat_days_for_rhythm`` repeat days): no drift is judged.
+    """
+    if x < rules.min_repeat_days_for_rhythm or t_x <= 0.0:
         return None
-    candidates: list[int] = []
-    p_levels = (rules.p_alive_watch, rules.p_alive_warning, rules.p_alive_critical)
-    if repeat_days > 0:
-        age = days_until_p_alive_below(params, repeat_days, t_x_days, age_days, p_levels[level])
-        if age is not None:
-            candidates.append(math.floor((first_day + age) * MS_PER_DAY) + 1)
-    if gap_days > 0:
-        ratios = (rules.overdue_watch, rules.overdue_warning, rules.overdue_critical)
-        candidates.append(last_ms + math.ceil(ratios[level] * gap_days * MS_PER_DAY))
-    return min(candidates) if candidates else None
+    alive_bgnbd = p_alive(params, x, t_x, age)
+    if alive_bgnbd <= 0.0:
+        return 0.0
+    if_alive = expected_purchases(params, rules.horizon_days, x, t_x, age) / alive_bgnbd
+    return alive_with_rhythm(params, x, t_x, age, gap_sq_days, rules) * if_alive
+
+
+def drift_level(expected: float | None, repeat_days: int, t_x: float, rules: DriftRules) -> int:
+    """0 none, 1 watch, 2 warning, 3 critical.
+
+    A level holds when the expected purchases over the horizon are below its threshold
+    *and* below ``max_share_of_own_rate`` of what the customer's own past rate
+    (``x / t_x`` purchase days a day) gives over the same horizon: a drift is a fall from
+    their own level, not a naturally slow buyer.
+    """
+    if expected is None:
+        return 0
+    own = rules.max_share_of_own_rate * repeat_days / t_x * rules.horizon_days
+    if expected >= own:
+        return 0
+    return (
+        (expected < rules.expected_watch)
+        + (expected < rules.expected_warning)
+        + (expected < rules.expected_critical)
+    )
+
+
+def drift_crossing_age(
+    params: BgNbdParams,
+    x: int,
+    t_x: float,
+    gap_sq_days: float,
+    level: int,
+    rules: DriftRules,
+) -> float | None:
+    """The customer age (days since the first purchase day) at which, with no purchase, the
+    drift level first exceeds ``level``; None when it never does.
+
+    Depends only on the history (``x``, ``t_x``, the gaps) and the level, not on the time of
+    asking, so callers may cache it between purchases. The expected purchases only fall with
+    age (P(alive) and the rate of an alive customer both fall in silence), so the level only
+    rises, and the crossing is found by bracketing and bisection to ~1e-7 days; the caller
+    turns it into a millisecond and checks that one.
+    """
+    if level >= 3 or x < rules.min_repeat_days_for_rhythm or t_x <= 0.0:
+        return None
+
+    def above(age: float) -> bool:
+        return (
+            drift_level(drift_expected(params, x, t_x, age, gap_sq_days, rules), x, t_x, rules)
+            > level
+        )
+
+    lo, step = t_x, max(t_x / x, 1.0)
+    if above(lo):
+        return lo
+    hi = lo + step
+    while not above(hi):
+        lo, step = hi, step * 2.0
+        hi = lo + step
+        if hi - t_x > _NEVER_DAYS:
+            return None
+    while hi - lo > _AGE_TOLERANCE_DAYS * max(1.0, hi):
+        mid = 0.5 * (lo + hi)
+        if above(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -94,27 +94,37 @@ class LoyaltyRules(_Strict):
 
     min_repeat_days: int = Field(2, ge=1, description="a first-time buyer is not loyal")
     min_tenure_days: float = Field(60, ge=0)
-    min_p_alive: float = Field(0.5, ge=0, le=1)
+    min_p_alive: float = Field(
+        0.0, ge=0, le=1, description="BG/NBD P(alive) floor on top of 'not drifting critically'"
+    )
 
 
 class DriftRules(_Strict):
-    """Churn severity: P(alive) levels and the customer's own purchase rhythm."""
+    """Churn severity from the expected purchases over the horizon (see
+    :mod:`streams.domain.drift`): BG/NBD's conditional expectation, with the customer's own
+    rhythm in P(alive) when it is regular. A level is raised when the expectation falls below
+    it and below a share of the customer's own past rate.
+    """
 
-    p_alive_watch: float = Field(0.7, gt=0, lt=1)
-    p_alive_warning: float = Field(0.5, gt=0, lt=1)
-    p_alive_critical: float = Field(0.3, gt=0, lt=1)
-    overdue_watch: float = Field(1.5, gt=1, description="elapsed / mean gap")
-    overdue_warning: float = Field(2.0, gt=1)
-    overdue_critical: float = Field(3.0, gt=1)
-    min_repeat_days_for_rhythm: int = Field(2, ge=1, description="gaps needed for a rhythm")
+    expected_watch: float = Field(0.5, gt=0, description="expected purchases in the horizon")
+    expected_warning: float = Field(0.25, gt=0)
+    expected_critical: float = Field(0.1, gt=0)
+    max_share_of_own_rate: float = Field(
+        0.5, gt=0, le=1, description="...and below this share of the own past rate"
+    )
+    min_repeat_days_for_rhythm: int = Field(2, ge=1, description="gaps needed for a rate")
+    prior_gaps: float = Field(
+        4.0, ge=0, description="weight (in gaps) of a Poisson-like spread in the own rhythm"
+    )
+    rhythm_max_cv: float = Field(
+        0.6, ge=0, description="gap CV up to which the own rhythm is trusted for P(alive)"
+    )
     horizon_days: int = Field(90, ge=1, description="churn risk = P(no purchase in horizon)")
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftRules:
-        if not self.p_alive_watch > self.p_alive_warning > self.p_alive_critical:
-            raise ValueError("drift p_alive levels must fall: watch > warning > critical")
-        if not self.overdue_watch < self.overdue_warning < self.overdue_critical:
-            raise ValueError("drift overdue levels must rise: watch < warning < critical")
+        if not self.expected_watch > self.expected_warning > self.expected_critical:
+            raise ValueError("drift expected-purchase levels must fall: watch > warning > critical")
         return self
 
 
