@@ -30,14 +30,12 @@ Pure and offline: no Kafka, no clock; the log is passed in as lines.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from streams.domain.churn import expected_purchases, p_alive, p_no_purchase_within
-from streams.domain.classify import Classifier
 from streams.domain.engine import DictStore, PartitionEngine
 from streams.domain.events import ChurnRiskRaised, DomainEvent, SegmentChanged
 from streams.domain.facts import MS_PER_DAY, PurchaseFact, SourcePosition, day_of
@@ -150,6 +148,47 @@ class HoldoutReport:
         per["all"] = sum(self.outputs.values()) / years
         return per
 
+    def lines(self) -> list[str]:
+        """The report as Markdown tables, ready for a document."""
+        out = [
+            f"CDNOW, calibration to {self.cut_off}, holdout to {self.holdout_end}: "
+            f"{self.customers:,} customers; {self.true_friends:,} true friends at the cut-off, "
+            f"{self.population:,} with the drifting ones, holdout churn rate "
+            f"{self.population_churn_rate:.3f}.",
+            "",
+            "| selection, same count | count | precision (churned) | recall |",
+            "|---|---|---|---|",
+        ]
+        for sel in self.selections + self.by_severity:
+            out.append(f"| {sel.name} | {sel.count:,} | {sel.precision:.3f} | {sel.recall:.3f} |")
+        out += [
+            "",
+            f"- alerts cover {self.alert_coverage:.1%} of the population;",
+            f"- drifting-true-friend alerts raised during calibration followed by a purchase "
+            f"within {FOLLOW_UP_DAYS} days: {self.alerts_followed_by_purchase:,} of "
+            f"{self.alerts_raised:,} ({self.followed_share:.1%})"
+            + "".join(
+                f"; {sev} {f}/{n} ({f / n:.1%})"
+                for sev, (n, f) in self.alerts_by_severity.items()
+                if n
+            )
+            + ";",
+            f"- quadrant changes undone within {UNDONE_DAYS} days: "
+            f"{self.quadrant_changes_undone:,} of {self.quadrant_changes:,} "
+            f"({self.undone_share:.1%});",
+            f"- churn-risk band at the cut-off, observed share with no purchase in the next "
+            f"{BAND_DAYS} days: "
+            + ", ".join(
+                f"{band} {z / n:.3f} ({n:,} customers)" if n else f"{band} -"
+                for band, (n, z) in self.bands.items()
+            )
+            + " (stated: low < 0.33, medium 0.33-0.66, high > 0.66);",
+            "- outputs per customer-year: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.outputs_per_customer_year().items())
+            + ".",
+        ]
+        return out
+
     def as_dict(self) -> dict[str, object]:
         return {
             "cut_off": self.cut_off.isoformat(),
@@ -243,7 +282,6 @@ def evaluate_holdout(
     model = calibrate(_fold(calibration, rules).values(), cut_ms, rules, default_model())
     store, events = _replay(calibration, cut_ms, rules, model)
     states = store.states
-    classifier = Classifier(rules, model)
     report = HoldoutReport(
         cut_off=cut_off, holdout_end=datetime.fromtimestamp(end_ms / 1000, UTC).date()
     )
@@ -305,7 +343,7 @@ def evaluate_holdout(
             continue
         report.customer_years += (cut_ms - s.first_ms) / MS_PER_DAY / 365.25
         x, t_x, age = s.repeat_days, s.t_x_days, float(cut_day - day_of(s.first_ms))
-        risk = p_no_purchase_within(params, BAND_DAYS, x, t_x, classifier_age(s, cut_ms))
+        risk = p_no_purchase_within(params, BAND_DAYS, x, t_x, age)
         band = bands["low" if risk < 0.33 else "high" if risk > 0.66 else "medium"]
         band[0] += 1
         band[1] += not buys_between(cid, cut_ms, cut_ms + BAND_DAYS * MS_PER_DAY)
@@ -344,17 +382,4 @@ def evaluate_holdout(
         )
         for sev in SEVERITIES
     ]
-    del classifier
     return report
-
-
-def classifier_age(state: object, now_ms: int) -> float:
-    """BG/NBD T as the classifier takes it: days since the first purchase day, to ``now_ms``."""
-    from streams.domain.state import CustomerState
-
-    assert isinstance(state, CustomerState) and state.first_ms is not None
-    return max(now_ms / MS_PER_DAY - day_of(state.first_ms), float(state.t_x_days))
-
-
-def format_days(ms: float) -> str:
-    return f"{ms / MS_PER_DAY:.0f}" if math.isfinite(ms) else "-"

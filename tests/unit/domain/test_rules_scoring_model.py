@@ -40,7 +40,7 @@ def test_default_rules_load() -> None:
     ("patch", "message"),
     [
         ({"windows": {"short_days": 90}}, "multiple of bucket_days"),
-        ({"drift": {"p_alive_watch": 0.2}}, "must fall"),
+        ({"drift": {"expected_watch": 0.05}}, "must fall"),
         ({"segments": [{"name": "a"}, {"name": "a"}]}, "repeated: a"),
         ({"segments": [{"name": "Bad Name"}]}, "pattern"),
         ({"surprise": 1}, "Extra inputs are not permitted"),
