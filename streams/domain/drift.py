@@ -70,8 +70,11 @@ def alive_with_rhythm(
     prior_odds = (b + x - 1.0) / a
     # BG/NBD: odds alive = (b+x-1)/a · ((α+t_x)/(α+T))^(r+x)
     log_odds = math.log(prior_odds) - (r + x) * math.log((alpha + age) / (alpha + t_x))
-    cv = gap_cv(x, t_x, gap_sq_days, rules.prior_gaps)
-    if cv <= rules.rhythm_max_cv:
+    if (
+        x >= rules.rhythm_min_gaps
+        and gap_cv(x, t_x, gap_sq_days, rules.prior_gaps) <= rules.rhythm_max_cv
+    ):
+        cv = gap_cv(x, t_x, gap_sq_days, rules.prior_gaps)
         survival = rhythm_survival(age - t_x, t_x / x, cv)
         log_rhythm = math.log(prior_odds * survival) if survival > 0.0 else -math.inf
         log_odds = min(log_odds, log_rhythm)

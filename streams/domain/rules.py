@@ -116,6 +116,9 @@ class DriftRules(_Strict):
     prior_gaps: float = Field(
         4.0, ge=0, description="weight (in gaps) of a Poisson-like spread in the own rhythm"
     )
+    rhythm_min_gaps: int = Field(
+        2, ge=1, description="gaps (repeat purchase days) before the own rhythm is trusted"
+    )
     rhythm_max_cv: float = Field(
         0.6, ge=0, description="gap CV up to which the own rhythm is trusted for P(alive)"
     )

@@ -1,18 +1,20 @@
 """The quality report on generated logs: floors that catch regressions, each one justified.
 
-Measured (1,000 customers, seeds 0 and 1): quadrant accuracy 100 %, recall 100 % (40/40
-churned true friends), precision 32 % and 29 %, median detection delay 20.6 and 23.9 days,
-max 46 days.
+Measured (1,000 customers, seeds 0 and 1): quadrant accuracy 100 %, recall 97.5 % and 95 %
+(39/40, 38/40 churned true friends), precision 100 % (35/35, 33/33), median detection delay
+45.4 and 47.5 days, p90 109 and 124 days.
 
 * accuracy >= 97 %: the personas keep well clear of every split of the default model, so
   anything below means a rule or the state broke, not noise;
-* recall >= 90 %: a true friend who stops buying crosses the 2x-own-rhythm warning within
-  about 2 x 18 days of the last purchase and P(alive) levels soon after; missing more than
-  one in ten means the time-driven path is broken;
-* median delay <= 35 days: the warning threshold is twice a true friend's mean gap (10-18
-  days) after the last purchase, which is at most 36 days;
-* precision >= 20 %: the rhythm rule fires on normal gap variance for some loyal customers
-  (a known weakness, see docs/domain.md); the floor catches it getting markedly worse.
+* recall >= 90 % and precision >= 80 %: the drift rule judges a regular buyer's silence
+  against their own rhythm and everyone by BG/NBD's expected purchases, so an alive true
+  friend's ordinary gaps do not raise a drifting alert and a stopped one does;
+* median delay <= 56 days (four typical gaps of a true friend, 10-18 days): the warning needs
+  the expected purchases over 90 days below 0.25, which for a frequent, regular buyer takes
+  about two and a half own gaps of silence after the last purchase, and longer for the
+  irregular ones BG/NBD judges alone. One own gap, the product's aim, is not reached: with
+  these personas' gap spread (gamma, shape 6) a silence of 1.5 gaps happens to about one
+  alive gap in eight, so alerting there would cost most of the precision.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ def test_churned_true_friends_are_detected(report: QualityReport) -> None:
 
 
 def test_detection_delay(report: QualityReport) -> None:
-    assert statistics.median(report.delays_days) <= 35
+    assert statistics.median(report.delays_days) <= 56
     assert min(report.delays_days) >= 0
 
 
 def test_alert_precision(report: QualityReport) -> None:
     assert report.alerted_before_end > 0
-    assert report.precision >= 0.20
+    assert report.precision >= 0.80

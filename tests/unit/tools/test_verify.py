@@ -35,8 +35,14 @@ RULES = load_rules()
 SETTINGS = Settings(topic_prefix="v.")
 
 
+T0 = datetime(2025, 1, 6, 10, tzinfo=UTC)
+# after the last purchase, time alone runs on for 90 days: ann, a true friend buying every
+# 12 days, drifts (a second offer for her: the win-back after the recognition)
+END_TICK_MS = int((T0 + timedelta(days=12 * 13 + 90)).timestamp() * 1000)
+
+
 def _log() -> list[bytes]:
-    t0 = datetime(2025, 1, 6, 10, tzinfo=UTC)
+    t0 = T0
     lines = []
     for i in range(14):
         at = (t0 + timedelta(days=12 * i)).isoformat().replace("+00:00", "Z")
@@ -56,7 +62,7 @@ def _log() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def ref() -> ReferenceRun:
-    planned = plan(_log(), SETTINGS, lateness_ms=RULES.allowed_lateness_ms)
+    planned = plan(_log(), SETTINGS, lateness_ms=RULES.allowed_lateness_ms, end_tick_ms=END_TICK_MS)
     return run_reference(SETTINGS, RULES, default_model(), as_consumed(planned))
 
 
