@@ -475,7 +475,7 @@ def quality(
     P(alive) and the lowest expected purchases in the holdout at the same count (precision,
     recall), precision per severity, alerts followed by a purchase within 90 days, quadrant
     changes undone within 30 days, the churn-risk bands' observed 90-day no-purchase rates and
-    the outputs per customer-year. About a minute of one core; no Kafka."""
+    the outputs per customer-year. Under a minute of one core; no Kafka."""
     import orjson
 
     if cdnow is not None:
@@ -536,7 +536,7 @@ def _quality_cdnow(path: Path, cut_off: str, rule_book: Rules, *, as_json: bool)
 
     import orjson
 
-    from streams.holdout import evaluate_holdout, read_cdnow
+    from streams.tools.holdout import evaluate_holdout, read_cdnow
 
     try:
         cut = date.fromisoformat(cut_off)
@@ -561,7 +561,7 @@ def _quality_cdnow(path: Path, cut_off: str, rule_book: Rules, *, as_json: bool)
         console_out.print_json(orjson.dumps(report.as_dict()).decode())
         return
     for line in report.lines():
-        console_out.print(line, markup=False, highlight=False)
+        typer.echo(line)
 
 
 @app.command()

@@ -22,8 +22,8 @@ from streams.domain.events import ChurnRiskRaised
 from streams.domain.facts import MS_PER_DAY, PurchaseFact, SourcePosition
 from streams.domain.model import default_model
 from streams.domain.rules import load_rules
-from streams.replay import plan, produce
-from streams.topics import ensure_topics
+from streams.tools.replay import plan, produce
+from streams.worker.topics import ensure_topics
 from tests.integration.topology import LogBuilder, Out, WorkerProcess, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180, func_only=True)]
