@@ -112,7 +112,9 @@ class DriftRules(_Strict):
     max_share_of_own_rate: float = Field(
         0.5, gt=0, le=1, description="...and below this share of the own past rate"
     )
-    min_repeat_days_for_rhythm: int = Field(2, ge=1, description="gaps needed for a rate")
+    min_repeat_days_for_rhythm: int = Field(
+        1, ge=1, description="repeat purchase days needed for a rate of one's own"
+    )
     prior_gaps: float = Field(
         4.0, ge=0, description="weight (in gaps) of a Poisson-like spread in the own rhythm"
     )

@@ -263,9 +263,11 @@ def test_a_silent_true_friend_drifts_by_time_alone(
     assert_same_outputs(expected, actual, "after the tick")
     got = drifting(actual)
     assert got, "no churn alert with true_friend_drifting for the silent true friend"
+    # she drifts as a true friend (warning); a critical drift also ends her loyalty
+    assert got[0].quadrant == "true_friend"
     for alert in got:
         assert alert.cause == "time"
-        assert alert.quadrant == "true_friend"
+        assert alert.quadrant == ("butterfly" if alert.severity == "critical" else "true_friend")
         assert alert.event_time > TRUE_FRIEND_LAST
         assert alert.profile.last_purchase_at == TRUE_FRIEND_LAST
     assert {a.id for a in got} == {a.id for a in wanted}

@@ -79,9 +79,12 @@ def test_crossing_age_is_where_the_level_rises(
 
 
 def test_no_rate_no_drift() -> None:
-    assert drift_expected(CDNOW_DAYS, 1, 30.0, 400.0, 900, RULES) is None
-    assert drift_level(None, 1, 30.0, RULES) == 0
-    assert drift_crossing_age(CDNOW_DAYS, 1, 30, 900, 0, RULES) is None
+    assert drift_expected(CDNOW_DAYS, 0, 0.0, 400.0, 0, RULES) is None
+    assert drift_level(None, 0, 0.0, RULES) == 0
+    assert drift_crossing_age(CDNOW_DAYS, 0, 0, 0, 0, RULES) is None
+    two_gaps = DriftRules(min_repeat_days_for_rhythm=2)
+    assert drift_expected(CDNOW_DAYS, 1, 30.0, 400.0, 900, two_gaps) is None
+    assert drift_crossing_age(CDNOW_DAYS, 1, 30, 900, 0, two_gaps) is None
 
 
 def test_a_slow_buyer_is_not_drifting_at_their_own_pace() -> None:
