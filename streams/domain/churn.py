@@ -256,6 +256,26 @@ def _across_singularity(f: Callable[[float], float], singular: float, value: flo
     return low + (high - low) * share
 
 
+def expected_purchases_if_alive(params: BgNbdParams, t: float, x: int, T: float) -> float:
+    """Expected purchases in the next ``t`` time units for a customer alive at ``T``.
+
+    The factor of :func:`expected_purchases` that multiplies P(alive) (it counts the dropouts
+    that may follow the purchases to come); it does not depend on ``t_x``.
+    """
+    if t == 0:
+        return 0.0
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    if abs(a - 1.0) < _SINGULARITY_STEP:
+        return _across_singularity(
+            lambda a_: _expected_purchases_scale(r, alpha, a_, b, t, x, T), 1.0, a
+        )
+    if abs(a + b + x - 1.0) < _SINGULARITY_STEP:
+        return _across_singularity(
+            lambda b_: _expected_purchases_scale(r, alpha, a, b_, t, x, T), 1.0 - a - x, b
+        )
+    return _expected_purchases_scale(r, alpha, a, b, t, x, T)
+
+
 def expected_purchases(params: BgNbdParams, t: float, x: int, t_x: float, T: float) -> float:
     """Expected number of purchases in the next ``t`` time units, given the history.
 
@@ -270,18 +290,7 @@ def expected_purchases(params: BgNbdParams, t: float, x: int, t_x: float, T: flo
         raise ValueError(f"horizon t must be >= 0, got {t}")
     if t == 0:
         return 0.0
-    r, alpha, a, b = params.r, params.alpha, params.a, params.b
-    if abs(a - 1.0) < _SINGULARITY_STEP:
-        scale = _across_singularity(
-            lambda a_: _expected_purchases_scale(r, alpha, a_, b, t, x, T), 1.0, a
-        )
-    elif abs(a + b + x - 1.0) < _SINGULARITY_STEP:
-        scale = _across_singularity(
-            lambda b_: _expected_purchases_scale(r, alpha, a, b_, t, x, T), 1.0 - a - x, b
-        )
-    else:
-        scale = _expected_purchases_scale(r, alpha, a, b, t, x, T)
-    return p_alive(params, x, t_x, T) * scale
+    return p_alive(params, x, t_x, T) * expected_purchases_if_alive(params, t, x, T)
 
 
 def average_days_between_purchases(x: int, t_x: float) -> float | None:

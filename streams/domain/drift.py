@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 
-from streams.domain.churn import BgNbdParams, expected_purchases, p_alive
+from streams.domain.churn import BgNbdParams, expected_purchases_if_alive
 from streams.domain.rules import SEVERITIES, DriftRules, Severity
 
 # a crossing further than this many days past the last purchase counts as "never"
 _NEVER_DAYS = 36_525.0
-# bisection stops when the bracket is this narrow (days, ~ 0.01 ms)
+# the root search stops when the bracket is this narrow (days, ~ 0.01 ms)
 _AGE_TOLERANCE_DAYS = 1e-7
+_MAX_ROOT_STEPS = 200
 # exp() of more than this overflows: odds that small are an alive probability of 0
 _MAX_LOG = 700.0
 
@@ -102,10 +103,7 @@ def drift_expected(
     """
     if x < rules.min_repeat_days_for_rhythm or t_x <= 0.0:
         return None
-    alive_bgnbd = p_alive(params, x, t_x, age)
-    if alive_bgnbd <= 0.0:
-        return 0.0
-    if_alive = expected_purchases(params, rules.horizon_days, x, t_x, age) / alive_bgnbd
+    if_alive = expected_purchases_if_alive(params, rules.horizon_days, x, age)
     return alive_with_rhythm(params, x, t_x, age, gap_sq_days, rules) * if_alive
 
 
@@ -143,31 +141,60 @@ def drift_crossing_age(
     Depends only on the history (``x``, ``t_x``, the gaps) and the level, not on the time of
     asking, so callers may cache it between purchases. The expected purchases only fall with
     age (P(alive) and the rate of an alive customer both fall in silence), so the level only
-    rises, and the crossing is found by bracketing and bisection to ~1e-7 days; the caller
-    turns it into a millisecond and checks that one.
+    rises, and the crossing is found by bracketing and a safeguarded regula falsi to ~1e-7
+    days; the caller turns it into a millisecond and checks that one.
     """
     if level >= 3 or x < rules.min_repeat_days_for_rhythm or t_x <= 0.0:
         return None
+    own = rules.max_share_of_own_rate * x / t_x * rules.horizon_days
+    thresholds = (rules.expected_watch, rules.expected_warning, rules.expected_critical)
+    # the level exceeds ``level`` exactly when the expectation is below this
+    bound = min(own, thresholds[level])
 
-    def above(age: float) -> bool:
-        return (
-            drift_level(drift_expected(params, x, t_x, age, gap_sq_days, rules), x, t_x, rules)
-            > level
-        )
+    def excess(age: float) -> float:
+        expected = drift_expected(params, x, t_x, age, gap_sq_days, rules)
+        assert expected is not None
+        return expected - bound
 
-    lo, step = t_x, max(t_x / x, 1.0)
-    if above(lo):
+    lo, step = float(t_x), max(t_x / x, 1.0)
+    f_lo = excess(lo)
+    if f_lo < 0.0:
         return lo
     hi = lo + step
-    while not above(hi):
-        lo, step = hi, step * 2.0
+    f_hi = excess(hi)
+    while f_hi >= 0.0:
+        lo, f_lo, step = hi, f_hi, step * 2.0
         hi = lo + step
         if hi - t_x > _NEVER_DAYS:
             return None
-    while hi - lo > _AGE_TOLERANCE_DAYS * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        if above(mid):
-            hi = mid
+        f_hi = excess(hi)
+    # Illinois (regula falsi with the stale end's value halved): superlinear on this smooth,
+    # monotone function; a bisection step whenever the bracket fails to halve keeps it safe.
+    side = 0
+    for _ in range(_MAX_ROOT_STEPS):
+        width = hi - lo
+        if width <= _AGE_TOLERANCE_DAYS * max(1.0, hi):
+            break
+        mid = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        if not lo < mid < hi:
+            mid = 0.5 * (lo + hi)
+        f_mid = excess(mid)
+        if f_mid < 0.0:
+            hi, f_hi = mid, f_mid
+            if side == -1:
+                f_lo *= 0.5
+            side = -1
         else:
-            lo = mid
+            lo, f_lo = mid, f_mid
+            if side == 1:
+                f_hi *= 0.5
+            side = 1
+        if hi - lo > 0.5 * width:
+            mid = 0.5 * (lo + hi)
+            f_mid = excess(mid)
+            if f_mid < 0.0:
+                hi, f_hi = mid, f_mid
+            else:
+                lo, f_lo = mid, f_mid
+            side = 0
     return hi
