@@ -1,23 +1,24 @@
-"""Drift toward churn: the chance of no purchase over the horizon, with the own rhythm in P(alive).
+"""Drift toward churn: expected purchases over the horizon, with the own rhythm in P(alive).
 
-The alert is grounded in the model. BG/NBD gives, for a customer alive now, the chance of
-buying within the horizon; the open question is whether they are alive. BG/NBD answers it by
-treating gaps as Poisson (memoryless): a silence of three own gaps is barely suspicious, which
-is right for an irregular buyer and far too lenient for one who buys like clockwork. So the
-alive probability used here is the smaller of two posteriors that share the BG/NBD prior of a
-dropout after the last purchase, ``a / (a + b + x - 1)``:
+The alert is grounded in the model. BG/NBD's conditional expectation of purchases over the
+horizon is ``P(alive) · E[purchases | alive]``. BG/NBD judges P(alive) by treating gaps as
+Poisson (memoryless): a silence of three own gaps is barely suspicious, right for an irregular
+buyer and far too lenient for one who buys like clockwork. So for a customer with a *regular*
+rhythm, P(alive) is the smaller of two posteriors that share the BG/NBD prior of a dropout after
+the last purchase, ``a / (a + b + x - 1)``:
 
 * **BG/NBD P(alive)** — a silence as likely as the NBD mixture says;
 * **rhythm P(alive)** — the silence against the customer's *own* gap distribution, a log-normal
   with their mean gap ``t_x / x`` and a coefficient of variation shrunk toward 1 (Poisson-like)
-  when there are few gaps: ``odds alive = (b + x - 1)/a · S(silence)``.
+  when there are few gaps: ``odds alive = (b + x - 1)/a · S(silence)``; used only when that
+  CV is at most ``rhythm_max_cv`` (an irregular buyer's gaps have heavier tails than a
+  log-normal fitted to a few of them).
 
-``drift risk = 1 - P(alive) · P(a purchase within the horizon | alive)`` (BG/NBD), so it is the
-churn-risk figure with the rhythm taken into account. Levels: 0 none, 1 watch, 2 warning,
-3 critical, at the configured risk levels. The risk only grows while no purchase comes, so
-the next time it crosses a level is unique; :func:`drift_crossing_age` finds it to the
-millisecond (bisection on the customer's age, a monotone function), and it is the same for
-every evaluation between two purchases, so the classifier caches it.
+Levels 0 none, 1 watch, 2 warning, 3 critical: the expectation below the configured levels
+*and* below a share of the customer's own past rate over the same horizon. The expectation
+only falls while no purchase comes, so the level only rises, and the age at which it next
+rises is unique; :func:`drift_crossing_age` finds it (a root search on the customer's age),
+and it is the same for every evaluation between two purchases, so the classifier caches it.
 """
 
 from __future__ import annotations
