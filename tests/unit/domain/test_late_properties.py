@@ -91,13 +91,14 @@ def test_fold_purchase_is_order_independent(
 
 
 def _arrivals(facts: list[Fact], rnd: random.Random, behind_ms: int) -> list[Fact]:
-    """Each fact arrives up to ``behind_ms`` after its event time; some arrive twice."""
-    keyed = [(f.at_ms + rnd.randint(0, behind_ms), i, f) for i, f in enumerate(facts)]
-    keyed += [
-        (f.at_ms + rnd.randint(0, behind_ms), len(facts) + i, f)
-        for i, f in enumerate(facts)
-        if rnd.random() < 0.2
-    ]
+    """Each purchase or refund arrives up to ``behind_ms`` after its event time, interactions
+    on time (late ones are not corrected, by design); some facts arrive twice."""
+
+    def arrival(f: Fact) -> int:
+        return f.at_ms + (rnd.randint(0, behind_ms) if isinstance(f, PurchaseFact) else 0)
+
+    keyed = [(arrival(f), i, f) for i, f in enumerate(facts)]
+    keyed += [(arrival(f), len(facts) + i, f) for i, f in enumerate(facts) if rnd.random() < 0.2]
     return [f for _, _, f in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
