@@ -372,7 +372,8 @@ def _objective(
     Log-parameters keep the search unconstrained; the mean (as ``lifetimes`` does) keeps the
     gradient tolerance independent of population size.
     """
-    params = np.exp(log_params)
+    # a line search may try extreme steps: keep every parameter finite and positive
+    params = np.exp(np.clip(log_params, -300.0, 300.0))
     r, alpha, a, b = params
     x = pop.x
     ll, w_alive, w_dropout = _log_likelihood_terms(params, pop)
