@@ -112,7 +112,7 @@ def test_a_purchase_an_hour_late_is_applied_live(
     (letter,) = [o.event for o in _of(actual, OLA)]
     assert isinstance(letter, DeadLetter)
     assert letter.reason_code == "beyond_late_horizon"
-    assert "late horizon of 30 days" in letter.reason and "rfm-stream replay" in letter.reason
+    assert "late horizon of 30 days" in letter.reason and "rfm-stream import" in letter.reason
     assert OLA not in states
     # and all of it is what the reference makes of the records consumed, ticks included
     ref = run_reference(settings, RULES, MODEL, records)
