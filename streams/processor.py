@@ -42,7 +42,12 @@ from schemas import (
     to_json_bytes,
 )
 from streams.config import Settings
-from streams.convert import churn_alert, interaction_fact, purchase_fact, segment_change
+from streams.convert import (
+    churn_alert_json,
+    interaction_fact,
+    purchase_fact,
+    segment_change_json,
+)
 from streams.domain.engine import PartitionEngine
 from streams.domain.events import (
     ChurnRiskRaised,
@@ -355,12 +360,12 @@ class Processor:
         for e in events:
             if isinstance(e, SegmentChanged):
                 self.counters.segment_changes += 1
-                value = to_json_bytes(segment_change(e, self.rules))
+                value = segment_change_json(e, self.rules)
                 out.append(OutRecord(self.topics.segment_changes, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, ChurnRiskRaised):
                 self.counters.churn_alerts += 1
-                value = to_json_bytes(churn_alert(e, self.rules))
+                value = churn_alert_json(e, self.rules)
                 out.append(OutRecord(self.topics.churn_alerts, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, LateEvent):
