@@ -30,6 +30,8 @@ from schemas import (
 )
 from schemas.common import CURRENCY_PATTERN, ID_PATTERN, TOKEN_PATTERN, to_cents
 from schemas.decode import Limits
+from schemas.decode import _json_problem as json_problem
+from schemas.inputs import MAX_PROPERTY_KEYS
 from streams.domain.events import ChurnRiskRaised, Profile, SegmentChanged
 from streams.domain.facts import InteractionFact, PurchaseFact, PurchaseKind
 from streams.domain.offers import OfferDecision, Trigger
@@ -193,8 +195,8 @@ def _max_cents(limits: Limits) -> int:
 
 def fast_purchase(raw: bytes, now: datetime, limits: Limits) -> tuple[PurchaseFact, str] | None:
     """(fact, currency) of a plain, valid purchase payload; None: use ``decode_purchase``."""
-    if len(raw) > limits.max_payload_bytes:
-        return None
+    if len(raw) > limits.max_payload_bytes or b'"line_items"' in raw or b'"margin"' in raw:
+        return None  # (margin, cost and line items are left to the decoder: declined early)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -255,7 +257,7 @@ def fast_interaction(raw: bytes, now: datetime, limits: Limits) -> InteractionFa
         or not _plain_id(event_id)
         or not _plain_id(customer_id)
         or (channel is not None and not _plain_id(channel, 64))
-        or data.get("properties", _NO_PROPERTIES) != _NO_PROPERTIES
+        or not _plain_properties(data.get("properties", _NO_PROPERTIES), limits)
     ):
         return None
     at_ms = _plain_time(data.get("occurred_at"), now, limits)
@@ -265,6 +267,20 @@ def fast_interaction(raw: bytes, now: datetime, limits: Limits) -> InteractionFa
 
 
 _NO_PROPERTIES: Final[dict[str, Any]] = {}
+
+
+def _plain_properties(value: object, limits: Limits) -> bool:
+    """What the model and ``decode_interaction``'s checks accept, for ASCII keys."""
+    if type(value) is not dict:
+        return False
+    if not value:
+        return True
+    return (
+        len(value) <= MAX_PROPERTY_KEYS
+        and all(_plain_id(key, 64) for key in value)
+        and json_problem(value, 1) is None
+        and len(orjson.dumps(value)) <= limits.max_properties_bytes
+    )
 
 
 def snapshot(profile: Profile, rules: Rules) -> ProfileSnapshot:

@@ -80,6 +80,28 @@ AMOUNTS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.decimals(min_value=0, max_value=2_000_000, places=4).map(str),
 )
+JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+PROPERTIES = st.one_of(
+    st.sampled_from(
+        [
+            *({}, [], None, {"": 1}, {" a": 1}, {"é": 1}, {"k" * 65: 1}, {"x": "y" * 5000}),
+            *({f"k{i}": i for i in range(65)}, {"a": {"b": {"c": {"d": 1}}}}, {"a": [[[1]]]}),
+        ]
+    ),
+    st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=4),
+)
 ABSENT = object()
 
 
@@ -122,7 +144,7 @@ def interactions(draw: st.DrawFn) -> bytes:
         "occurred_at": draw(field("2026-05-01T12:00:00+02:00", TIMES)),
         "type": draw(field("visit", st.sampled_from(["cart_add", "Visit", "9x", "a" * 65, "", 3]))),
         "channel": draw(field("web", st.one_of(IDS, st.just("x" * 65)))),
-        "properties": draw(maybe(st.sampled_from([{}, {"sku": "a"}, [], None, {"": 1}]))),
+        "properties": draw(field({"sku": "A-1", "price": 89.0}, PROPERTIES)),
         "schemaVersion": draw(maybe(st.just(2))),
     }
     return encode(fields, draw)
