@@ -13,7 +13,7 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && pip install -r requirements.txt
 
-COPY README* ./
+COPY README* setup.py ./
 COPY schemas ./schemas
 COPY streams ./streams
 RUN pip install --no-deps . \

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from streams.config import Settings, load_settings
+from streams.config import Settings, load_settings, prepare_data_dir
 from streams.domain.rules import Rules
 
 app = typer.Typer(
@@ -120,6 +120,7 @@ def worker(rules: RulesOption = None) -> None:
     require_services(settings)
     ensure_topics(settings)
     model = load_current_model(settings)
+    settings = settings.model_copy(update={"data_dir": str(prepare_data_dir(settings))})
     topology = build(settings, rule_book, model)
     console.print(
         f"worker {settings.app_id}: model {topology.processor.model.version}, "

@@ -216,3 +216,14 @@ def load_rule_book(settings: Settings, path: str | Path | None = None) -> Rules:
     if not overrides:
         return rules
     return Rules.model_validate({**rules.model_dump(), **overrides})
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create the worker's data directory with its parents, and return it.
+
+    Faust creates only the last level of its data dir, so the default ``.local/worker``
+    failed with FileNotFoundError in a directory without ``.local/``.
+    """
+    path = Path(settings.data_dir).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

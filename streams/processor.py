@@ -32,9 +32,7 @@ from schemas import (
     DEFAULT_LIMITS,
     DeadLetter,
     DeadLetterReason,
-    Interaction,
     Limits,
-    Purchase,
     SourceRef,
     dead_letter,
     decode_interaction,
@@ -42,7 +40,14 @@ from schemas import (
     to_json_bytes,
 )
 from streams.config import Settings
-from streams.convert import churn_alert, interaction_fact, purchase_fact, segment_change
+from streams.convert import (
+    churn_alert_json,
+    fast_interaction,
+    fast_purchase,
+    interaction_fact,
+    purchase_fact,
+    segment_change_json,
+)
 from streams.domain.engine import PartitionEngine
 from streams.domain.events import (
     ChurnRiskRaised,
@@ -51,7 +56,7 @@ from streams.domain.events import (
     LateEvent,
     SegmentChanged,
 )
-from streams.domain.facts import SourcePosition
+from streams.domain.facts import InteractionFact, PurchaseFact, SourcePosition
 from streams.domain.model import Model
 from streams.domain.rules import Rules
 from streams.domain.state import CustomerState
@@ -157,6 +162,11 @@ class MemoryPartitionStore:
         """Nothing to re-read: here the dict is the only copy."""
 
 
+def _source(record: InRecord) -> SourceRef:
+    """Where a record came from, for its dead letter (built only when one is written)."""
+    return SourceRef(record.topic, record.partition, record.offset, record.key)
+
+
 def tick_record(topic: str, partition: int, at_ms: int) -> OutRecord:
     """A control record that moves one purchase partition's clock (live clock, end of replay)."""
     return OutRecord(topic, b"__tick__", orjson.dumps({"at_ms": at_ms}), partition)
@@ -227,12 +237,17 @@ class Processor:
     def process(self, record: InRecord) -> list[OutRecord]:
         """Never raises for bad input: every failure becomes a dead letter (see module doc)."""
         self.counters.consumed += 1
-        source = SourceRef(record.topic, record.partition, record.offset, record.key)
         raw = record.value if record.value is not None else b""
         if record.topic == self.topics.purchases:
-            if any(k == TICK_HEADER for k, _ in record.headers):
+            if record.headers and any(k == TICK_HEADER for k, _ in record.headers):
                 return self._tick(record, raw)
-            decoded_p = decode_purchase(raw, source, now=self._wall_clock(), limits=self._limits)
+            now = self._wall_clock()
+            fast_p = fast_purchase(raw, now, self._limits)
+            if fast_p is not None and fast_p[1] == self.settings.currency:
+                self.counters.purchases += 1
+                return self._apply(record, raw, now, fast_p[0])
+            source = _source(record)
+            decoded_p = decode_purchase(raw, source, now=now, limits=self._limits)
             if isinstance(decoded_p, DeadLetter):
                 return [self._dead(decoded_p)]
             if decoded_p.currency != self.settings.currency:
@@ -250,13 +265,19 @@ class Processor:
                     )
                 ]
             self.counters.purchases += 1
-            return self._apply(record, raw, source, decoded_p)
+            return self._apply(record, raw, now, purchase_fact(decoded_p))
         if record.topic == self.topics.interactions:
-            decoded_i = decode_interaction(raw, source, now=self._wall_clock(), limits=self._limits)
+            now = self._wall_clock()
+            fast_i = fast_interaction(raw, now, self._limits)
+            if fast_i is not None:
+                self.counters.interactions += 1
+                return self._apply(record, raw, now, fast_i)
+            source = _source(record)
+            decoded_i = decode_interaction(raw, source, now=now, limits=self._limits)
             if isinstance(decoded_i, DeadLetter):
                 return [self._dead(decoded_i)]
             self.counters.interactions += 1
-            return self._apply(record, raw, source, decoded_i)
+            return self._apply(record, raw, now, interaction_fact(decoded_i))
         log.warning("record from unexpected topic %s ignored", record.topic)
         return []
 
@@ -282,24 +303,27 @@ class Processor:
         return out
 
     def _apply(
-        self, record: InRecord, raw: bytes, source: SourceRef, event: Purchase | Interaction
+        self, record: InRecord, raw: bytes, now: datetime, fact: PurchaseFact | InteractionFact
     ) -> list[OutRecord]:
         engine = self.engine(record.partition)
         try:
-            if isinstance(event, Purchase):
+            if isinstance(fact, PurchaseFact):
                 position = SourcePosition(PURCHASES, record.partition, record.offset)
                 corrected = engine.corrections
-                events = engine.on_purchase(purchase_fact(event), position)
+                events = engine.on_purchase(fact, position)
                 self.counters.corrections += engine.corrections - corrected
             else:
                 position = SourcePosition(INTERACTIONS, record.partition, record.offset)
-                events = engine.on_interaction(interaction_fact(event), position)
+                events = engine.on_interaction(fact, position)
             out = self._publish(events, record, raw)
         except Exception as exc:  # the core failed: dead-letter the event, keep the stream
+            source = _source(record)
             log.exception("processing failed for %s", source)
-            engine.changed.discard(event.customer_id)
-            engine.verdicts.pop(event.customer_id, None)
-            self._stores[record.partition].discard(event.customer_id)
+            engine.changed.discard(fact.customer_id)
+            engine.verdicts.pop(fact.customer_id, None)
+            self._stores[record.partition].discard(fact.customer_id)
+            decode = decode_purchase if isinstance(fact, PurchaseFact) else decode_interaction
+            event = decode(raw, source, now=now, limits=self._limits)  # valid: it was applied
             return [
                 self._dead(
                     dead_letter(
@@ -307,7 +331,7 @@ class Processor:
                         raw,
                         DeadLetterReason.PROCESSING_ERROR,
                         f"{type(exc).__name__}: {exc}",
-                        event=event,
+                        event=None if isinstance(event, DeadLetter) else event,
                         model_version=self.model.version,
                     )
                 )
@@ -355,12 +379,12 @@ class Processor:
         for e in events:
             if isinstance(e, SegmentChanged):
                 self.counters.segment_changes += 1
-                value = to_json_bytes(segment_change(e, self.rules))
+                value = segment_change_json(e, self.rules)
                 out.append(OutRecord(self.topics.segment_changes, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, ChurnRiskRaised):
                 self.counters.churn_alerts += 1
-                value = to_json_bytes(churn_alert(e, self.rules))
+                value = churn_alert_json(e, self.rules)
                 out.append(OutRecord(self.topics.churn_alerts, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
             elif isinstance(e, LateEvent):
