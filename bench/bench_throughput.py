@@ -1,7 +1,7 @@
 """Throughput over the real broker, side by side on the same topics in the same run.
 
     python bench/bench_throughput.py [--events 1000000] [--customers 100000] [--span-days 30]
-                                     [--only plain,core,faust-floor,faust-naive,rfm-1,rfm-2]
+        [--only plain,core,faust-floor,faust-naive,quix-naive,rfm-1,rfm-2] [--store memory]
 
 One seeded log (bench/workload.py) is produced once into fresh input topics; then each
 contender reads all of it, one at a time, so none competes with another for the two cores:
@@ -10,11 +10,15 @@ contender reads all of it, one at a time, so none competes with another for the 
 2. ``core``        the same loop driving the pure Processor (decode, state, outputs built);
 3. ``faust-floor`` a Faust agent that does nothing per event, on uvloop like the product;
 4. ``faust-naive`` decode + one changelogged table write per event, default settings;
-5. ``rfm-1``       ``rfm-stream worker``, everything on (table + changelog, outputs, Redis views);
-6. ``rfm-2``       two such workers in one consumer group.
+5. ``quix-naive``  the naive job as a plain Quix Streams app (decode, per-customer state in its
+                   RocksDB store with a changelog, one output record per event, at-least-once;
+                   needs the ``bench`` extra);
+6. ``rfm-1``       ``rfm-stream worker``, everything on (table + changelog, outputs, Redis views);
+7. ``rfm-2``       two such workers in one consumer group.
 
-Each is timed from the moment all its consumers are running to the last record, so start-up
-and the first rebalance are not counted. Prints events/s and the ratios the targets are set
+Each is timed from the moment all its consumers are running (the loops and the Quix app: from
+their first record) to the last record, so start-up and the first rebalance are not counted.
+Prints events/s and the ratios the targets are set
 in; ``--json PATH`` writes them too.
 """
 
@@ -45,7 +49,7 @@ from bench.workload import Workload, generate, produce_fast
 from streams.config import Settings
 from streams.worker.topics import ensure_topics
 
-ALL = ("plain", "core", "faust-floor", "faust-naive", "rfm-1", "rfm-2")
+ALL = ("plain", "core", "faust-floor", "faust-naive", "quix-naive", "rfm-1", "rfm-2")
 HERE = Path(__file__).resolve().parent
 
 
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in chosen:
             print(f"-- {name} ...", flush=True)
-            if name in ("plain", "core"):
+            if name in ("plain", "core", "quix-naive"):
                 results[name] = run_loop(name, settings, expected)
             elif name.startswith("faust"):
                 results[name] = run_faust(name, settings, expected, args.timeout)
@@ -163,18 +167,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             delete_topics(settings, prefix)
-    report(results)
+    report(results, args.store)
     if args.json:
         args.json.write_bytes(orjson.dumps({"workload": w.describe(), "results": results}))
     return 0
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
+def report(results: dict[str, dict[str, Any]], store: str = "memory") -> None:
+    """The table of issue 17: every contender, and its ratio to the Faust floor and to Quix."""
     rate = {k: v["rate"] for k, v in results.items()}
-    print("\n| contender | events/s |")
-    print("|---|---|")
+
+    def versus(name: str, base: str) -> str:
+        return f"{rate[name] / rate[base]:.2f}x" if base in rate else "-"
+
+    print("\n| contender | events/s | vs Faust floor | vs Quix stateful app |")
+    print("|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['rate']:,.0f} |")
+        print(
+            f"| {name} | {r['rate']:,.0f} | {versus(name, 'faust-floor')} "
+            f"| {versus(name, 'quix-naive')} |"
+        )
 
     def ratio(a: str, b: str, target: float | None, what: str) -> None:
         if a in rate and b in rate:
@@ -186,8 +198,11 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     print()
     ratio("core", "plain", None, "decode + core vs decode alone")
     ratio("faust-floor", "plain", None, "Faust floor vs plain loop")
-    ratio("rfm-1", "faust-floor", 0.6, "one worker vs Faust floor")
+    floor_target = 1.0 if store == "memory" else 0.8
+    ratio("rfm-1", "faust-floor", floor_target, f"one worker ({store} store) vs Faust floor")
+    ratio("rfm-1", "quix-naive", None, "one worker vs the Quix stateful app")
     ratio("rfm-1", "faust-naive", 3.0, "one worker vs naive Faust")
+    ratio("quix-naive", "faust-naive", None, "Quix stateful app vs naive Faust")
     ratio("rfm-2", "rfm-1", 1.6, "two workers vs one")
     if "core" in rate:
         ok = "ok" if rate["core"] >= 100_000 else "MISSED"
