@@ -10,9 +10,9 @@ contender reads all of it, one at a time, so none competes with another for the 
 2. ``core``        the same loop driving the pure Processor (decode, state, outputs built);
 3. ``faust-floor`` a Faust agent that does nothing per event, on uvloop like the product;
 4. ``faust-naive`` decode + one changelogged table write per event, default settings;
-5. ``quix-naive``  the naive job as a plain Quix Streams app (decode, per-customer state in its
-                   RocksDB store with a changelog, one output record per event, at-least-once;
-                   needs the ``bench`` extra);
+5. ``quix-naive``  the naive job as a plain Quix Streams app (JSON values, per-customer state
+                   in its RocksDB store with a changelog, one output record per event,
+                   at-least-once), from its own environment: see ``bench/quix_contender.py``;
 6. ``rfm-1``       ``rfm-stream worker``, everything on (table + changelog, outputs, Redis views);
 7. ``rfm-2``       two such workers in one consumer group.
 
@@ -65,6 +65,32 @@ def run_loop(name: str, settings: Settings, expected: int) -> dict[str, Any]:
     result: dict[str, Any] = orjson.loads(line)
     result["rate"] = result["events"] / max(result["seconds"], 1e-9)
     result["read"] = result["events"]  # the loops read the log from its start to its end
+    return result
+
+
+QUIX_PYTHON = HERE.parent / ".local" / "venv-quix" / "bin" / "python"
+
+
+def run_quix(settings: Settings, expected: int, python: Path) -> dict[str, Any]:
+    """The Quix Streams app, from its own environment (quixstreams pins an older pydantic)."""
+    if not python.exists():
+        raise RuntimeError(
+            f"no Python with quixstreams at {python}: python -m venv .local/venv-quix && "
+            ".local/venv-quix/bin/pip install quixstreams==3.28.1 (or pass --quix-python)"
+        )
+    t = settings.topics
+    prefix = settings.topic_prefix
+    args = [str(python), str(HERE / "quix_contender.py"), "--bootstrap", settings.kafka_bootstrap]
+    args += ["--purchases", t.purchases, "--interactions", t.interactions]
+    args += ["--out", f"{prefix}quix-out", "--group", f"{prefix}quix-naive"]
+    args += ["--expected", str(expected)]
+    with Proc(args, settings_env(settings), "quix-naive") as proc:
+        proc.popen.wait()
+        if proc.popen.returncode != 0:
+            raise RuntimeError(f"quix-naive failed:\n{proc.tail()}")
+        line = proc.log_path.read_text().strip().splitlines()[-1]
+    result: dict[str, Any] = orjson.loads(line)
+    result["rate"] = result["events"] / max(result["seconds"], 1e-9)
     return result
 
 
@@ -133,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="per contender, seconds")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics")
+    parser.add_argument(
+        "--quix-python",
+        type=Path,
+        default=QUIX_PYTHON,
+        help="a Python with quixstreams 3.28 installed, for quix-naive",
+    )
     args = parser.parse_args(argv)
     chosen = [c for c in args.only.split(",") if c]
     unknown = set(chosen) - set(ALL)
@@ -155,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in chosen:
             print(f"-- {name} ...", flush=True)
-            if name in ("plain", "core", "quix-naive"):
+            if name in ("plain", "core"):
                 results[name] = run_loop(name, settings, expected)
+            elif name == "quix-naive":
+                results[name] = run_quix(settings, expected, args.quix_python)
             elif name.startswith("faust"):
                 results[name] = run_faust(name, settings, expected, args.timeout)
             else:

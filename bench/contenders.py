@@ -4,13 +4,11 @@
     python bench/contenders.py core   --expected N    # the same loop driving the pure Processor
     python bench/contenders.py faust-floor            # a Faust agent that does nothing
     python bench/contenders.py faust-naive            # decode + one table write per event
-    python bench/contenders.py quix-naive --expected N  # the naive job as a Quix Streams app
 
-``plain``, ``core`` and ``quix-naive`` print one JSON line,
-``{"events": n, "seconds": s, "outputs": k}``, timed from the first record received to the
-last. The Faust apps serve ``/count`` on their web port so the driver can time them the way it
-times the product's workers. Settings come from the ``RFM_*`` environment (topic prefix,
-bootstrap), like the worker's.
+``plain`` and ``core`` print one JSON line: ``{"events": n, "seconds": s, "outputs": k}``,
+timed from the first record received to the last. The Faust apps serve ``/count`` on their
+web port so the driver can time them the way it times the product's workers. Settings come
+from the ``RFM_*`` environment (topic prefix, bootstrap), like the worker's.
 """
 
 from __future__ import annotations
@@ -156,97 +154,12 @@ def faust_app(naive: bool, settings: Settings) -> Any:
     return app
 
 
-def quix_naive(settings: Settings, expected: int) -> dict[str, Any]:
-    """What a user of the peer framework would write for the naive job (``faust-naive``'s).
-
-    A plain Quix Streams app (``pip install rfm-stream[bench]``): both input topics as one
-    dataframe, decoded with the product's decoders, per-customer state in its RocksDB store
-    with a changelog topic, one output record per event, at-least-once. Timed from the first
-    record processed to the last (like ``plain``); its checkpoints flush outputs and changelog
-    every ``commit_interval`` as the framework's default does.
-    """
-    import tempfile
-
-    from kafka.admin import KafkaAdminClient
-    from quixstreams import Application, message_context
-
-    t = settings.topics
-    group = f"{settings.topic_prefix}quix-naive"
-    state_dir = tempfile.mkdtemp(prefix="rfm-bench-quix-")
-    app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_group=group,
-        auto_offset_reset="earliest",
-        processing_guarantee="at-least-once",
-        state_dir=state_dir,
-        use_changelog_topics=True,
-        loglevel="WARNING",
-    )
-    purchases = app.topic(t.purchases, key_deserializer="bytes", value_deserializer="bytes")
-    interactions = app.topic(t.interactions, key_deserializer="bytes", value_deserializer="bytes")
-    out = app.topic(
-        f"{settings.topic_prefix}quix-out", key_serializer="bytes", value_serializer="bytes"
-    )
-    now = datetime.now(UTC)
-    seen = 0
-    started = finished = 0.0
-
-    def step(raw: bytes, state: Any) -> bytes | None:
-        nonlocal seen, started, finished
-        seen += 1
-        if seen == 1:
-            started = time.perf_counter()
-        if seen >= expected:
-            finished = time.perf_counter()
-            app.stop()
-        ctx = message_context()
-        source = SourceRef(ctx.topic, ctx.partition, ctx.offset, None)
-        decoded = (
-            decode_purchase(raw or b"", source, now=now)
-            if ctx.topic == t.purchases
-            else decode_interaction(raw or b"", source, now=now)
-        )
-        if isinstance(decoded, DeadLetter):
-            return None
-        s = state.get("s") or {"orders": 0, "cents": 0, "touches": 0}
-        if isinstance(decoded, Purchase):
-            s["orders"] += 1
-            s["cents"] += int(decoded.amount * 100)
-            s["last"] = decoded.occurred_at.isoformat()
-        else:
-            s["touches"] += 1
-        state.set("s", s)
-        return orjson.dumps(s)
-
-    sdf = app.dataframe(purchases).concat(app.dataframe(interactions))
-    sdf = sdf.apply(step, stateful=True).filter(lambda v: v is not None)
-    sdf.to_topic(out)
-    try:
-        app.run()
-    finally:  # its changelog topics are not under the run's prefix: delete them here
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_options()
-        )
-        try:
-            names = [n for n in admin.list_topics() if n.startswith(f"changelog__{group}")]
-            if names:
-                admin.delete_topics(names)
-        finally:
-            admin.close()
-    return {"events": seen, "seconds": max(finished - started, 1e-9), "outputs": seen}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "contender", choices=["plain", "core", "faust-floor", "faust-naive", "quix-naive"]
-    )
+    parser.add_argument("contender", choices=["plain", "core", "faust-floor", "faust-naive"])
     parser.add_argument("--expected", type=int, default=0, help="records to read (plain/core)")
     args = parser.parse_args()
     settings = Settings()
-    if args.contender == "quix-naive":
-        print(orjson.dumps(quix_naive(settings, args.expected)).decode(), flush=True)
-        return
     if args.contender in ("plain", "core"):
         from streams.worker.app import use_fast_event_loop
 
