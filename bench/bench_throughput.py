@@ -232,8 +232,9 @@ def report(results: dict[str, dict[str, Any]], store: str = "memory") -> None:
     print()
     ratio("core", "plain", None, "decode + core vs decode alone")
     ratio("faust-floor", "plain", None, "Faust floor vs plain loop")
+    print(f"rfm workers' table store: {store}")
     floor_target = 1.0 if store == "memory" else 0.8
-    ratio("rfm-1", "faust-floor", floor_target, f"one worker ({store} store) vs Faust floor")
+    ratio("rfm-1", "faust-floor", floor_target, "one worker vs Faust floor")
     ratio("rfm-1", "quix-naive", None, "one worker vs the Quix stateful app")
     ratio("rfm-1", "faust-naive", 3.0, "one worker vs naive Faust")
     ratio("quix-naive", "faust-naive", None, "Quix stateful app vs naive Faust")
