@@ -1,7 +1,7 @@
 """Throughput over the real broker, side by side on the same topics in the same run.
 
     python bench/bench_throughput.py [--events 1000000] [--customers 100000] [--span-days 30]
-                                     [--only plain,core,faust-floor,faust-naive,rfm-1,rfm-2]
+        [--only plain,core,faust-floor,faust-naive,quix-naive,rfm-1,rfm-2] [--store memory]
 
 One seeded log (bench/workload.py) is produced once into fresh input topics; then each
 contender reads all of it, one at a time, so none competes with another for the two cores:
@@ -10,11 +10,15 @@ contender reads all of it, one at a time, so none competes with another for the 
 2. ``core``        the same loop driving the pure Processor (decode, state, outputs built);
 3. ``faust-floor`` a Faust agent that does nothing per event, on uvloop like the product;
 4. ``faust-naive`` decode + one changelogged table write per event, default settings;
-5. ``rfm-1``       ``rfm-stream worker``, everything on (table + changelog, outputs, Redis views);
-6. ``rfm-2``       two such workers in one consumer group.
+5. ``quix-naive``  the naive job as a plain Quix Streams app (JSON values, per-customer state
+                   in its RocksDB store with a changelog, one output record per event,
+                   at-least-once), from its own environment: see ``bench/quix_contender.py``;
+6. ``rfm-1``       ``rfm-stream worker``, everything on (table + changelog, outputs, Redis views);
+7. ``rfm-2``       two such workers in one consumer group.
 
-Each is timed from the moment all its consumers are running to the last record, so start-up
-and the first rebalance are not counted. Prints events/s and the ratios the targets are set
+Each is timed from the moment all its consumers are running (the loops and the Quix app: from
+their first record) to the last record, so start-up and the first rebalance are not counted.
+Prints events/s and the ratios the targets are set
 in; ``--json PATH`` writes them too.
 """
 
@@ -45,7 +49,7 @@ from bench.workload import Workload, generate, produce_fast
 from streams.config import Settings
 from streams.worker.topics import ensure_topics
 
-ALL = ("plain", "core", "faust-floor", "faust-naive", "rfm-1", "rfm-2")
+ALL = ("plain", "core", "faust-floor", "faust-naive", "quix-naive", "rfm-1", "rfm-2")
 HERE = Path(__file__).resolve().parent
 
 
@@ -61,6 +65,32 @@ def run_loop(name: str, settings: Settings, expected: int) -> dict[str, Any]:
     result: dict[str, Any] = orjson.loads(line)
     result["rate"] = result["events"] / max(result["seconds"], 1e-9)
     result["read"] = result["events"]  # the loops read the log from its start to its end
+    return result
+
+
+QUIX_PYTHON = HERE.parent / ".local" / "venv-quix" / "bin" / "python"
+
+
+def run_quix(settings: Settings, expected: int, python: Path) -> dict[str, Any]:
+    """The Quix Streams app, from its own environment (quixstreams pins an older pydantic)."""
+    if not python.exists():
+        raise RuntimeError(
+            f"no Python with quixstreams at {python}: python -m venv .local/venv-quix && "
+            ".local/venv-quix/bin/pip install quixstreams==3.28.1 (or pass --quix-python)"
+        )
+    t = settings.topics
+    prefix = settings.topic_prefix
+    args = [str(python), str(HERE / "quix_contender.py"), "--bootstrap", settings.kafka_bootstrap]
+    args += ["--purchases", t.purchases, "--interactions", t.interactions]
+    args += ["--out", f"{prefix}quix-out", "--group", f"{prefix}quix-naive"]
+    args += ["--expected", str(expected)]
+    with Proc(args, settings_env(settings), "quix-naive") as proc:
+        proc.popen.wait()
+        if proc.popen.returncode != 0:
+            raise RuntimeError(f"quix-naive failed:\n{proc.tail()}")
+        line = proc.log_path.read_text().strip().splitlines()[-1]
+    result: dict[str, Any] = orjson.loads(line)
+    result["rate"] = result["events"] / max(result["seconds"], 1e-9)
     return result
 
 
@@ -129,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="per contender, seconds")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics")
+    parser.add_argument(
+        "--quix-python",
+        type=Path,
+        default=QUIX_PYTHON,
+        help="a Python with quixstreams 3.28 installed, for quix-naive",
+    )
     args = parser.parse_args(argv)
     chosen = [c for c in args.only.split(",") if c]
     unknown = set(chosen) - set(ALL)
@@ -153,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {name} ...", flush=True)
             if name in ("plain", "core"):
                 results[name] = run_loop(name, settings, expected)
+            elif name == "quix-naive":
+                results[name] = run_quix(settings, expected, args.quix_python)
             elif name.startswith("faust"):
                 results[name] = run_faust(name, settings, expected, args.timeout)
             else:
@@ -163,18 +201,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             delete_topics(settings, prefix)
-    report(results)
+    report(results, args.store)
     if args.json:
         args.json.write_bytes(orjson.dumps({"workload": w.describe(), "results": results}))
     return 0
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
+def report(results: dict[str, dict[str, Any]], store: str = "memory") -> None:
+    """The table of issue 17: every contender, and its ratio to the Faust floor and to Quix."""
     rate = {k: v["rate"] for k, v in results.items()}
-    print("\n| contender | events/s |")
-    print("|---|---|")
+
+    def versus(name: str, base: str) -> str:
+        return f"{rate[name] / rate[base]:.2f}x" if base in rate else "-"
+
+    print("\n| contender | events/s | vs Faust floor | vs Quix stateful app |")
+    print("|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['rate']:,.0f} |")
+        print(
+            f"| {name} | {r['rate']:,.0f} | {versus(name, 'faust-floor')} "
+            f"| {versus(name, 'quix-naive')} |"
+        )
 
     def ratio(a: str, b: str, target: float | None, what: str) -> None:
         if a in rate and b in rate:
@@ -186,8 +232,12 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     print()
     ratio("core", "plain", None, "decode + core vs decode alone")
     ratio("faust-floor", "plain", None, "Faust floor vs plain loop")
-    ratio("rfm-1", "faust-floor", 0.6, "one worker vs Faust floor")
+    print(f"rfm workers' table store: {store}")
+    floor_target = 1.0 if store == "memory" else 0.8
+    ratio("rfm-1", "faust-floor", floor_target, "one worker vs Faust floor")
+    ratio("rfm-1", "quix-naive", None, "one worker vs the Quix stateful app")
     ratio("rfm-1", "faust-naive", 3.0, "one worker vs naive Faust")
+    ratio("quix-naive", "faust-naive", None, "Quix stateful app vs naive Faust")
     ratio("rfm-2", "rfm-1", 1.6, "two workers vs one")
     if "core" in rate:
         ok = "ok" if rate["core"] >= 100_000 else "MISSED"

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
         le=10_000,
         description="longest wait to fill a batch: the latency floor at low traffic",
     )
+    producer_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1_000,
+        description="how long the producer waits to fill a produce request (adds to latency)",
+    )
+    producer_batch_bytes: int = Field(
+        524_288,
+        ge=16_384,
+        le=1_000_000,  # a record batch must stay under the broker's message.max.bytes (1 MB)
+        description="largest record batch per partition in one produce request",
+    )
     currency: str = Field("USD", min_length=3, max_length=3, description="reporting currency")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
     api_token: SecretStr | None = Field(

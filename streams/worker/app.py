@@ -36,7 +36,8 @@ from streams.domain.rules import Rules
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.security import faust_broker_options
 from streams.web import register_web
-from streams.worker.batches import consume
+from streams.worker.batches import consume, consume_bulk
+from streams.worker.consumer import BulkInbox
 from streams.worker.consumer import install as install_contiguous_consumer
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.table_store import (
@@ -90,7 +91,11 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         topic_disable_leader=True,
-        producer_linger=0.005,
+        # one produce request carries up to a batch per partition: at Faust's 16 KiB that
+        # was ~40 records, so outputs, profiles and changelog writes went out in many small
+        # requests (a tenth of the worker's time in socket writes)
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_batch_size=settings.producer_batch_bytes,
         producer_acks=-1,
         web_enabled=True,
         web_port=settings.web_port,
@@ -101,7 +106,9 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         value_serializer="raw",
     )
     t = settings.topics
-    install_contiguous_consumer(app)  # see streams.worker.consumer
+    # the inputs go to the customers agent in whole fetched runs (see streams.worker.consumer)
+    inbox = BulkInbox(app, (t.purchases, t.interactions))
+    install_contiguous_consumer(app, inbox)
     inputs = app.topic(t.purchases, t.interactions, key_type=bytes, value_type=bytes)
     outputs = {
         name: app.topic(name, key_type=bytes, value_type=bytes, internal=False)
@@ -130,15 +137,19 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
 
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
-        async def handle(events: list[Any]) -> None:
-            started = time.perf_counter()
-            await process_batch(events, processor, stores, app.producer)
-            web.observe_batch(time.perf_counter() - started, len(events))
+        """Reads the inbox, not its stream: the consumer hands the inputs over in runs.
 
-        # the channel, not the stream: see streams.worker.batches for why
-        await consume(
+        Subscribing to ``inputs`` still makes Faust assign the input partitions to the worker.
+        """
+
+        async def handle(messages: list[Any]) -> None:
+            started = time.perf_counter()
+            await process_batch(messages, processor, stores, app.producer)
+            web.observe_batch(time.perf_counter() - started, len(messages))
+
+        await consume_bulk(
             app,
-            stream,
+            inbox,
             handle,
             max_events=settings.batch_max,
             within_s=batch_within,
@@ -295,32 +306,50 @@ class RedisSide:
         return decision.customer_id.encode(), to_json_bytes(retention_offer(decision, event))
 
 
+class CurrentRecord:
+    """Stands for Faust's current event while a record is processed (see ``as_current_event``).
+
+    A RocksDB table reads and writes the partition of the current event's message.
+    """
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
 async def process_batch(
-    events: Sequence[Any],
+    messages: Sequence[Any],
     processor: Processor,
     stores: TableStores,
     producer: Any,
 ) -> None:
-    """Process, wait for the outputs to be acknowledged, then write states (module doc)."""
+    """Process, wait for the outputs to be acknowledged, then write states (module doc).
+
+    ``messages`` are consumed messages (Faust events work too: their ``message`` is taken).
+    """
     produced: list[OutRecord] = []
-    last_event: dict[int, Any] = {}
-    for event in events:
-        message = event.message
-        last_event[message.partition] = event
+    current: dict[int, CurrentRecord] = {}
+    for item in messages:
+        message = getattr(item, "message", item)
+        partition = message.partition
+        as_event = current.get(partition)
+        if as_event is None:
+            as_event = current[partition] = CurrentRecord(message)
         try:
             raw_headers = message.headers or ()
             pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
             record = InRecord(
                 message.topic,
-                message.partition,
+                partition,
                 message.offset,
                 message.key,
                 message.value,
-                tuple((str(k), bytes(v or b"")) for k, v in pairs),
+                tuple((str(k), bytes(v or b"")) for k, v in pairs) if pairs else (),
             )
             # a state read falls back to the table, whose RocksDB store picks the partition
             # from the current event: make it this record's (a customer's partition)
-            with as_current_event(event):
+            with as_current_event(as_event):
                 produced.extend(processor.process(record))
         except Exception as exc:
             # Faust acknowledges an event whose processing raised: never let one escape.
@@ -331,9 +360,9 @@ async def process_batch(
     produced.extend(processor.drain_profiles())
     await send_all(produced, producer)
     writes: list[ChangelogWrite] = []
-    for partition, event in last_event.items():
-        writes.extend(stores.flush(partition, event))
-    await changelog_written(writes)
+    for partition, as_event in current.items():
+        writes.extend(stores.flush(partition, as_event))
+    await changelog_written(writes, producer)
 
 
 async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:

@@ -54,10 +54,8 @@ class Batches:
         self._dropped: dict[Any, int] = {}
         """Partition -> the read (``StampedMessage.lineage``) a record was dropped from."""
 
-    def _take(self, item: Any, batch: list[Any]) -> None:
-        message = getattr(item, "message", None)
-        if message is None:  # not an event from a topic: nothing to acknowledge, nothing to do
-            return
+    def _admit(self, message: Any) -> bool:
+        """Whether ``message`` may be processed now; if not, it is left unacknowledged."""
         app = self.app
         tp = message.tp
         lineage = getattr(message, "lineage", None)
@@ -68,19 +66,30 @@ class Batches:
                 invalidate = getattr(app.consumer, "invalidate", None)
                 if invalidate is not None:
                     invalidate(tp, lineage)
-            return
+            return False
         if tp in self._dropped:
             if self._dropped[tp] == lineage:
                 self.skipped += 1  # after a dropped record of the same read: read again too
-                return
+                return False
             del self._dropped[tp]  # a new read of the partition: it starts at or before the drop
         if not message.tracked:
             message.tracked = True
             app.consumer.track_message(message)
-        self._sensor_states[id(item)] = app.sensors.on_stream_event_in(
+        return True
+
+    def _take(self, item: Any, batch: list[Any]) -> None:
+        message = getattr(item, "message", None)
+        if message is None:  # not an event from a topic: nothing to acknowledge, nothing to do
+            return
+        if not self._admit(message):
+            return
+        self._sensor_states[id(item)] = self.app.sensors.on_stream_event_in(
             message.tp, message.offset, self.stream, item
         )
         batch.append(item)
+
+    def _queue(self) -> Any:
+        return self.channel.queue
 
     async def next(self) -> list[Any]:
         """Wait for the next non-empty batch.
@@ -91,7 +100,7 @@ class Batches:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        queue = self.channel.queue
+        queue = self._queue()
         loop = asyncio.get_running_loop()
         batch: list[Any] = []
         while not batch:
@@ -135,6 +144,44 @@ class Batches:
         return await self.next()
 
 
+class BulkBatches(Batches):
+    """Batches of messages (not events) from a :class:`streams.worker.consumer.BulkInbox`.
+
+    The inbox holds whole runs of a fetch, so a batch is one or more runs: no Faust event,
+    channel or queue put per record. Each message goes through the same rules as an event in
+    :class:`Batches` (dropped unacknowledged during a rebalance or from an older generation,
+    and the rest of its read with it), is tracked when taken and acknowledged with the
+    consumer once its batch is done. There is no stream, so Faust's stream sensors are not
+    called; the message sensors are (on tracking and on acknowledgement).
+    """
+
+    def __init__(self, app: Any, inbox: Any, max_events: int, within_s: float) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1, not {max_events}")
+        self.app = app
+        self.inbox = inbox
+        self.max_events = max_events
+        self.within_s = max(within_s, 0.0)
+        self.skipped = 0
+        self._error: BaseException | None = None
+        self._sensor_states: dict[int, Any] = {}
+        self._dropped: dict[Any, int] = {}
+
+    def _queue(self) -> Any:
+        return self.inbox.queue
+
+    def _take(self, item: Any, batch: list[Any]) -> None:
+        admit = self._admit
+        batch.extend(message for message in item if admit(message))
+
+    def ack(self, events: Sequence[Any]) -> None:
+        consumer = self.app.consumer
+        on_message_out = self.app.sensors.on_message_out
+        for message in events:
+            if consumer.ack(message):
+                on_message_out(message.tp, message.offset, message)
+
+
 EXIT_AGENT_FAILED = 70
 """Exit status of a worker whose agent failed unexpectedly (``EX_SOFTWARE``)."""
 
@@ -157,7 +204,26 @@ async def consume(
     restarted worker) reads the batch again. Expected failures never get here — bad records
     become dead letters, an unreachable broker or Redis is waited for.
     """
-    batches = Batches(app, stream, max_events, within_s)
+    await run_batches(Batches(app, stream, max_events, within_s), handle, what)
+
+
+async def consume_bulk(
+    app: Any,
+    inbox: Any,
+    handle: Callable[[list[Any]], Awaitable[None]],
+    *,
+    max_events: int,
+    within_s: float,
+    what: str,
+) -> None:
+    """:func:`consume` for the runs of a :class:`streams.worker.consumer.BulkInbox` (messages)."""
+    await run_batches(BulkBatches(app, inbox, max_events, within_s), handle, what)
+
+
+async def run_batches(
+    batches: Batches, handle: Callable[[list[Any]], Awaitable[None]], what: str
+) -> None:
+    """Handle each batch, then acknowledge it; see :func:`consume` for an error in ``handle``."""
     async for events in batches:
         try:
             await handle(events)

@@ -37,6 +37,13 @@ ignored as a redelivery: lost. Faust's fetch loop can do exactly that around a r
 Re-reading from the committed offset hands out again what was processed but not yet committed:
 the redelivery guard makes that a no-op, and every output carries an id.
 
+**Bulk hand-out.** The topics of a :class:`BulkInbox` (the inputs of the customers agent) skip
+Faust's conductor: no event, channel decode or queue put per record. The records of one fetch
+that pass every rule above are collected, with no await in between (so the rules still hold
+when they are handed out), and put in the inbox as one run; a put that a stopped flow or worker
+cuts short unanchors every partition of the run, exactly as a cut record does. The inbox is a
+Faust flow-control queue cleared when the flow resumes, like the agents' own queues.
+
 **Pinned.** These classes subclass and override private parts of faust-streaming's consumer
 (its fetch loop, ``_add_gap``, the commit), of its aiokafka driver and of aiokafka's partition
 state. A minor release of any of them can change those parts silently and with them the loss
@@ -52,9 +59,9 @@ import bisect
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from aiokafka.structs import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -125,6 +132,28 @@ class StampedMessage(ConsumerMessage):
         self.lineage: int | None = None
 
 
+class BulkInbox:
+    """Runs of fetched messages of ``topics``, handed to one agent without Faust's conductor.
+
+    A run is a list of :class:`StampedMessage` of one fetch, each partition's records in order.
+    ``maxsize`` runs may wait (backpressure on the fetch loop, as a full agent queue does).
+    The agent reads it with :func:`streams.worker.batches.consume_bulk`; it must be the only
+    reader of these topics (the conductor no longer sees their records).
+    """
+
+    def __init__(self, app: Any, topics: Iterable[str], maxsize: int = 4) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+        # cleared when the flow resumes, as the agents' queues are (see the module doc)
+        self.queue: Any = app.FlowControlQueue(maxsize=maxsize, clear_on_resume=True)
+
+    async def put(self, run: list[Any]) -> None:
+        """As the conductor does: wait for an active flow and a producer buffer that ebbed."""
+        await self.app.flow_control.acquire()
+        await self.app.producer.buffer.wait_until_ebb()
+        await self.queue.put(run)
+
+
 class FetchedRecords(dict[Any, Any]):
     """One fetch's records, with each partition's aiokafka state and position right after it."""
 
@@ -163,6 +192,9 @@ class StampingConsumerThread(AIOKafkaConsumerThread):
 
 class ContiguousConsumer(AIOKafkaConsumer):
     """See the module doc. Install with :func:`install` before the app creates its consumer."""
+
+    inbox: ClassVar[BulkInbox | None] = None
+    """Set by :func:`install`: the topics handed out in runs, and where to."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -389,16 +421,43 @@ class ContiguousConsumer(AIOKafkaConsumer):
     ) -> None:
         """Hand one fetch's records to the agents, under the rules of the module doc.
 
-        ``generation_id`` and ``lineages`` are as they were when the fetch returned.
+        ``generation_id`` and ``lineages`` are as they were when the fetch returned. Records of
+        the inbox's topics are collected into a run, handed out before any await (module doc).
         """
         marks = getattr(records, "marks", {})
         buffered = self._buffered_partitions
         read_offset = self._read_offset
         commit_every = self._commit_every
+        inbox = self.inbox
+        bulk_topics = inbox.topics if inbox is not None else frozenset()
+        run: list[Any] = []
+        ran: dict[TP, tuple[int, int | None]] = {}
+        """Partition -> (last offset, lineage) of the records in ``run``."""
         suspended = asyncio.ensure_future(self.suspend_flow.wait())
         stopping = asyncio.ensure_future(self._stopped.wait())
         cut = False
         yielded = 0
+
+        async def hand_out_run() -> bool:
+            nonlocal run, ran
+            if not run:
+                return True
+            handed, progress = run, ran
+            run, ran = [], {}
+            assert inbox is not None
+            if not await self._deliver_run(inbox, handed, suspended, stopping):
+                for tp in progress:
+                    if tp in self._next:
+                        self.stats["cut"] += 1
+                        self._unanchor(tp)
+                return False
+            for tp, (offset, lineage) in progress.items():
+                if lineage == self._lineage.get(tp) and tp in self._next:
+                    self._next[tp] = offset + 1  # unless a seek started a new read meanwhile
+                read_offset[tp] = offset
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            return True
+
         try:
             for tp, record in self.scheduler.iterate(records):
                 strict = self._strict(tp)
@@ -435,8 +494,11 @@ class ContiguousConsumer(AIOKafkaConsumer):
                     continue
                 offset = record.offset
                 lineage = None
+                bulk = strict and tp.topic in bulk_topics
                 if strict:
                     expected = self._next.get(tp)
+                    if bulk and tp in ran:
+                        expected = ran[tp][0] + 1
                     if expected is None or self._anchor.get(tp) is not marks[tp][0]:
                         self.stats["cut"] += 1
                         self._unanchor(tp)  # no read to hand it out in: read again
@@ -453,6 +515,17 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 message = self._to_message(tp, record)
                 if isinstance(message, StampedMessage):
                     message.lineage = lineage
+                if bulk:
+                    # no await until the run is handed out: the checks above still hold then
+                    run.append(message)
+                    ran[tp] = (offset, lineage)
+                    continue
+                if not await hand_out_run():  # before any await, and to keep arrival order
+                    cut = True
+                    if strict and tp in self._next:
+                        self.stats["cut"] += 1
+                        self._unanchor(tp)
+                    continue
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
@@ -469,9 +542,34 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 yielded += 1
                 if yielded % 100 == 0:
                     await asyncio.sleep(0)
+            if not await hand_out_run():
+                cut = True
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
         finally:
             suspended.cancel()
             stopping.cancel()
+
+    async def _deliver_run(
+        self, inbox: BulkInbox, run: list[Any], suspended: asyncio.Future[Any], stopping: Any
+    ) -> bool:
+        """Put ``run`` in ``inbox``; False if a stopped flow or worker cut it short."""
+        task = asyncio.ensure_future(inbox.put(run))
+        try:
+            await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            if task.cancelled():
+                return False
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
     async def _deliver(self, message: Any, suspended: asyncio.Future[Any], stopping: Any) -> bool:
         """Hand ``message`` to its channels; False if a stopped flow or worker cut it short."""
@@ -492,12 +590,20 @@ class ContiguousConsumer(AIOKafkaConsumer):
         return False
 
 
-def install(app: Any) -> None:
-    """Make ``app`` create a :class:`ContiguousConsumer`; warn loudly on unpinned versions."""
+def install(app: Any, inbox: BulkInbox | None = None) -> None:
+    """Make ``app`` create a :class:`ContiguousConsumer` (handing ``inbox``'s topics in runs).
+
+    Warns loudly on unpinned versions.
+    """
     for mismatch in version_mismatches():
         log.error(
             "the consumer overrides were written for other versions (%s): the loss guarantees "
             "are untested with these; install rfm-stream's pinned versions",
             mismatch,
         )
-    app.transport.Consumer = ContiguousConsumer
+
+    class Consumer(ContiguousConsumer):
+        pass
+
+    Consumer.inbox = inbox
+    app.transport.Consumer = Consumer

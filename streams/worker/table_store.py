@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from faust.serializers import codecs
 from faust.streams import _current_event
+from faust.types import TP
 
 from streams.domain.state import CustomerState
 from streams.processor import CLOCK_KEY
@@ -158,10 +160,9 @@ class TableStore:
     def flush(self, event: Any) -> list[ChangelogWrite]:
         """Write changed states, then the clock (a clock never runs ahead of its states).
 
-        Returns the changelog writes, each with the future that is done once the broker has
-        the record: the batch is acknowledged only after all of them (:func:`changelog_written`).
-        A plain ``table[key] = value`` would queue the send in Faust's producer buffer and
-        hand back nothing to wait for.
+        Returns the changelog writes, sent by :func:`changelog_written`: the batch is
+        acknowledged only once the broker has all of them. A plain ``table[key] = value`` would
+        queue the send in Faust's producer buffer and hand back nothing to wait for.
         """
         writes: list[ChangelogWrite] = []
         with as_current_event(event):
@@ -180,9 +181,24 @@ class TableStore:
         return ChangelogWrite(self.table, self.partition, key, raw)
 
 
+def changelog_key(key: str) -> bytes:
+    """The changelog key bytes Faust's table writes for ``key`` (its JSON codec).
+
+    orjson gives the same bytes for printable ASCII; anything else goes through Faust's codec,
+    so a customer's key is always the same bytes (compaction keeps one record per key).
+    """
+    if key.isascii() and key.isprintable():
+        return orjson.dumps(key)
+    return bytes(codecs.dumps("json", key))
+
+
 @dataclass
 class ChangelogWrite:
-    """One table write on its way to the changelog partition of its input partition."""
+    """One table write on its way to the changelog partition of its input partition.
+
+    Sent with the producer directly (:func:`changelog_written`): Faust's ``send_changelog``
+    goes through its producer buffer, one background send and one future per record.
+    """
 
     table: Any
     partition: int
@@ -190,30 +206,47 @@ class ChangelogWrite:
     value: bytes
     future: Any = None
 
-    def __post_init__(self) -> None:
-        if self.future is None:
-            self.send()
 
-    def send(self) -> None:
-        self.future = self.table.send_changelog(self.partition, self.key, self.value)
-
-
-async def changelog_written(writes: Sequence[ChangelogWrite]) -> None:
-    """Wait until the broker has every changelog record of a batch.
+async def changelog_written(writes: Sequence[ChangelogWrite], producer: Any = None) -> None:
+    """Send a batch's changelog records and wait until the broker has every one of them.
 
     The batch's events are acknowledged after this, so an offset is never committed before
     the states it produced are on the broker. A write the producer gave up on (the broker was
     gone longer than the producer's request timeout) is sent again, same key, same value —
-    before any later batch could write that key.
+    before any later batch could write that key. Then, as Faust's own changelog callback
+    does, each store learns the last changelog offset it holds (RocksDB keeps it for recovery).
     """
+    if not writes:
+        return
+    table = writes[0].table
+    producer = producer if producer is not None else table.app.producer
+    topic = table.changelog_topic_name
     pending = list(writes)
     delay = 0.2
-    while pending:
-        results = await asyncio.gather(*(w.future for w in pending), return_exceptions=True)
-        failed = [w for w, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
+    while True:
+        failed: list[ChangelogWrite] = []
+        first: BaseException | None = None
+        try:
+            for w in pending:
+                w.future = await producer.send(
+                    topic, changelog_key(w.key), w.value, w.partition, None, None
+                )
+        except Exception as exc:  # not handed to the producer: every one not sent yet fails
+            first = exc
+            failed = [w for w in pending if w.future is None]
+        sent = [w for w in pending if w.future is not None]
+        results = await asyncio.gather(*(w.future for w in sent), return_exceptions=True)
+        last: dict[int, int] = {}
+        for w, r in zip(sent, results, strict=True):
+            if isinstance(r, BaseException):
+                failed.append(w)
+                first = first or r
+            else:
+                last[w.partition] = max(last.get(w.partition, -1), r.offset)
+        for partition, offset in last.items():
+            table.data.set_persisted_offset(TP(topic, partition), offset)
         if not failed:
             return
-        first = next(r for r in results if isinstance(r, Exception))
         log.warning(
             "%d changelog writes failed (%s: %s); sending them again in %.1f s",
             len(failed),
@@ -224,5 +257,5 @@ async def changelog_written(writes: Sequence[ChangelogWrite]) -> None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 10.0)
         for w in failed:
-            w.send()
+            w.future = None
         pending = failed

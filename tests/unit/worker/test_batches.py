@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams.worker.batches import Batches
+from streams.worker.batches import Batches, BulkBatches
 
 pytestmark = pytest.mark.asyncio
 
@@ -236,3 +236,51 @@ async def test_an_error_thrown_into_the_channel_waits_for_the_events_already_tak
     assert await asyncio.wait_for(batches.next(), 1) == [taken]  # handed out, not dropped
     with pytest.raises(StopAsyncIteration):
         await batches.next()
+
+
+@dataclass
+class AckingConsumer(Consumer):
+    """The consumer's acknowledgement, as :class:`BulkBatches` calls it (no Faust event)."""
+
+    acked: list[int] = field(default_factory=list)
+
+    def ack(self, message: Message) -> bool:
+        self.acked.append(message.offset)
+        return True
+
+
+@dataclass
+class Inbox:
+    queue: Queue = field(default_factory=Queue)
+
+
+async def test_runs_from_the_inbox_are_taken_whole_and_acknowledged_with_the_consumer() -> None:
+    app = App(consumer=AckingConsumer())
+    inbox = Inbox()
+    inbox.queue.put_nowait([Message(o) for o in (0, 1, 2)])
+    inbox.queue.put_nowait([Message(o) for o in (3, 4)])
+    batches = BulkBatches(app, inbox, 4, within_s=60)
+    batch = await asyncio.wait_for(batches.next(), 1)
+    # a run is never split: the batch closes once it holds max_events or more
+    assert [m.offset for m in batch] == [0, 1, 2, 3, 4]
+    assert app.consumer.tracked == [0, 1, 2, 3, 4]
+    assert isinstance(app.consumer, AckingConsumer)
+    assert app.consumer.acked == []
+    batches.ack(batch)
+    assert app.consumer.acked == [0, 1, 2, 3, 4]
+    assert app.sensors.calls == [("done", o) for o in range(5)]
+
+
+async def test_a_stale_run_is_dropped_unacknowledged_with_the_rest_of_its_read() -> None:
+    app = App(consumer_generation_id=3)
+    inbox = Inbox()
+    cut = [Message(o, generation_id=2, lineage=1) for o in (5, 6)]  # before the rebalance
+    same_read = [Message(7, generation_id=3, lineage=1)]
+    read_again = [Message(o, generation_id=3, lineage=2) for o in (5, 6, 7)]
+    for run in (cut, same_read, read_again):
+        inbox.queue.put_nowait(run)
+    batches = BulkBatches(app, inbox, 10, within_s=0)
+    assert await asyncio.wait_for(batches.next(), 1) == read_again
+    assert batches.skipped == 3
+    assert app.consumer.invalidated == [("purchases-0", 1), ("purchases-0", 1)]
+    assert not any(m.tracked for m in (*cut, *same_read))
