@@ -59,7 +59,7 @@ import bisect
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from importlib import metadata
 from typing import Any, ClassVar, Final
 
@@ -555,39 +555,36 @@ class ContiguousConsumer(AIOKafkaConsumer):
         self, inbox: BulkInbox, run: list[Any], suspended: asyncio.Future[Any], stopping: Any
     ) -> bool:
         """Put ``run`` in ``inbox``; False if a stopped flow or worker cut it short."""
-        task = asyncio.ensure_future(inbox.put(run))
-        try:
-            await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            if task.cancelled():
-                return False
-            task.result()
-            return True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False
+        return await _unless_cut(inbox.put(run), suspended, stopping)
 
     async def _deliver(self, message: Any, suspended: asyncio.Future[Any], stopping: Any) -> bool:
         """Hand ``message`` to its channels; False if a stopped flow or worker cut it short."""
-        task = asyncio.ensure_future(self.callback(message))
-        try:
-            await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            if task.cancelled():  # e.g. a queue cleared under it (Faust's flow control)
-                return False
-            task.result()
-            return True
+        return await _unless_cut(self.callback(message), suspended, stopping)
+
+
+async def _unless_cut(
+    hand_out: Awaitable[Any], suspended: asyncio.Future[Any], stopping: Any
+) -> bool:
+    """Run a hand-out until it is done or the flow stops or the worker stops; True if done.
+
+    A hand-out cancelled under us (e.g. a queue cleared by Faust's flow control) counts as
+    not done, like one cut short: the partition is read again from its committed offset.
+    """
+    task = asyncio.ensure_future(hand_out)
+    try:
+        await asyncio.wait((task, suspended, stopping), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False
+        raise
+    if task.done():
+        if task.cancelled():
+            return False
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 def install(app: Any, inbox: BulkInbox | None = None) -> None:

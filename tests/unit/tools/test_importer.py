@@ -29,6 +29,13 @@ B2,bob,not a date,35.00
 MAPPING = "customer_id=Customer,occurred_at=Date,amount=Total,order_id=Invoice"
 
 
+def folded_sample() -> importer.Folded:
+    """The bundled sample log, folded."""
+    sample = Path(__file__).resolve().parents[3] / "streams" / "data" / "sample.jsonl"
+    lines, fmt = importer.read_log(sample, "auto", SETTINGS, None)
+    return importer.fold(lines, fmt, SETTINGS, RULES, default_model())
+
+
 def test_a_csv_mapping_names_the_required_fields() -> None:
     assert importer.parse_csv_map(MAPPING) == {
         "customer_id": "Customer",
@@ -120,13 +127,7 @@ def test_changelog_rows_have_the_worker_layout() -> None:
 
 
 def test_recalibration_publishes_a_model_of_the_history() -> None:
-    lines, fmt = importer.read_log(
-        Path(__file__).resolve().parents[3] / "streams" / "data" / "sample.jsonl",
-        "auto",
-        SETTINGS,
-        None,
-    )
-    folded = importer.fold(lines, fmt, SETTINGS, RULES, default_model())
+    folded = folded_sample()
     model = importer.recalibrate(folded, RULES, default_model())
     assert model.version != default_model().version
     assert model.population == sum(1 for s in folded.states() if s.first_ms is not None)
@@ -136,13 +137,7 @@ def test_recalibration_publishes_a_model_of_the_history() -> None:
 
 
 def test_current_memberships_state_where_customers_are_and_trigger_no_offer() -> None:
-    lines, fmt = importer.read_log(
-        Path(__file__).resolve().parents[3] / "streams" / "data" / "sample.jsonl",
-        "auto",
-        SETTINGS,
-        None,
-    )
-    folded = importer.fold(lines, fmt, SETTINGS, RULES, default_model())
+    folded = folded_sample()
     updates = importer.final_profiles(folded)
     records = importer.current_memberships(SETTINGS, RULES, updates)
     changes = [c for r in records if isinstance(c := parse_output(r.value), SegmentChange)]
