@@ -135,9 +135,10 @@ def test_bench_throughput_smoke(settings: Settings, tmp_path: Path) -> None:
     # the plain loops read exactly the log; the Faust consumers at least all of it (a
     # redelivery counts twice), so none of them stopped early
     assert results["plain"]["events"] == results["core"]["events"] == 3000
+    # (no rate check: on 3,000 events a worker may read the whole log in its first measured
+    # poll, leaving nothing to time)
     for name, result in results.items():
         assert result["read"] >= 3000, (name, result)
-        assert result["rate"] > 0, (name, result)
     assert results["core"]["outputs"] > 0
 
 
