@@ -528,6 +528,11 @@ def quality(
         console_out.print(
             f"detection delay after the true stop: median {d['delay_days_median']:.1f} days, "
             f"p90 {d['delay_days_p90']:.1f}, max {d['delay_days_max']:.1f}"
+            + (
+                f"; median {d['delay_own_gaps_median']:.2f} of the customer's own mean gap"
+                if report.delays_gaps
+                else ""
+            )
         )
 
 

@@ -22,7 +22,10 @@ stream would have emitted, and every customer's state at the cut-off. Then:
   before the cut-off;
 * **churn-band calibration**: the observed share of customers with no purchase in the 90 days
   after the cut-off, per churn-risk band at the cut-off;
-* **outputs per customer-year**.
+* **outputs per customer-year**;
+* **regular buyers' long gaps** over the whole log (:func:`regular_gap_tails`): how often a
+  customer with a regular rhythm is silent several own gaps and then buys again, the false
+  alarms a rhythm-based alert would raise on real data.
 
 Pure and offline: no Kafka, no clock; the log is passed in as lines.
 """
@@ -127,6 +130,7 @@ class HoldoutReport:
     bands: dict[str, tuple[int, int]] = field(default_factory=dict)  # band -> (n, no purchase)
     outputs: Counter[str] = field(default_factory=Counter)
     customer_years: float = 0.0
+    gap_tails: GapTails | None = None
 
     @property
     def alert_coverage(self) -> float:
@@ -187,6 +191,17 @@ class HoldoutReport:
             + ", ".join(f"{k} {v:.2f}" for k, v in self.outputs_per_customer_year().items())
             + ".",
         ]
+        if self.gap_tails is not None and self.gap_tails.gaps:
+            g = self.gap_tails
+            out.append(
+                f"- regular buyers (>= {REGULAR_MIN_GAPS} gaps, gap CV <= {REGULAR_MAX_CV}), "
+                f"whole log: of {g.gaps:,} next gaps, "
+                + ", ".join(
+                    f"{g.longer[k] / g.gaps:.1%} longer than {k}x the mean" for k in g.longer
+                )
+                + f"; {g.came_back} of {g.silences} silences beyond "
+                f"{LONG_SILENCE_GAPS:g} own gaps ended with a purchase."
+            )
         return out
 
     def as_dict(self) -> dict[str, object]:
@@ -216,7 +231,68 @@ class HoldoutReport:
             },
             "outputs_per_customer_year": self.outputs_per_customer_year(),
             "customer_years": self.customer_years,
+            "regular_gap_tails": self.gap_tails.as_dict() if self.gap_tails else None,
         }
+
+
+REGULAR_MIN_GAPS = 8
+REGULAR_MAX_CV = 0.5
+LONG_SILENCE_GAPS = 3.0
+_TAIL_MULTIPLES = (1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class GapTails:
+    """Next gaps of customers with a regular rhythm so far, against their mean gap so far."""
+
+    gaps: int
+    longer: dict[float, int]  # multiple of the mean gap -> next gaps longer than it
+    silences: int  # silences beyond LONG_SILENCE_GAPS own gaps (incl. to the log's end)
+    came_back: int  # ... that ended with a purchase
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "gaps": self.gaps,
+            "longer_than_multiple_of_mean": {str(k): v for k, v in self.longer.items()},
+            "silences": self.silences,
+            "came_back": self.came_back,
+        }
+
+
+def regular_gap_tails(log: Sequence[Purchase]) -> GapTails:
+    """After each purchase day of a customer with at least ``REGULAR_MIN_GAPS`` gaps whose
+    gap CV so far is at most ``REGULAR_MAX_CV``: is the next gap longer than k times the mean
+    gap so far? A silence rule tuned to regular buyers fires on each of those that came back."""
+    days: dict[str, set[int]] = {}
+    for p in log:
+        days.setdefault(p.customer_id, set()).add(p.at_ms // MS_PER_DAY)
+    end = max(p.at_ms for p in log) // MS_PER_DAY
+    gaps = silences = came_back = 0
+    longer = dict.fromkeys(_TAIL_MULTIPLES, 0)
+    for seen in days.values():
+        ordered = sorted(seen)
+        total = total_sq = 0.0
+        for i in range(1, len(ordered)):
+            gap = ordered[i] - ordered[i - 1]
+            total += gap
+            total_sq += gap * gap
+            if i < REGULAR_MIN_GAPS:
+                continue
+            mean = total / i
+            cv = (max(total_sq / i - mean * mean, 0.0)) ** 0.5 / mean
+            if cv > REGULAR_MAX_CV:
+                continue
+            if i + 1 < len(ordered):
+                following = ordered[i + 1] - ordered[i]
+                gaps += 1
+                for k in longer:
+                    longer[k] += following > k * mean
+                if following > LONG_SILENCE_GAPS * mean:
+                    silences += 1
+                    came_back += 1
+            elif end - ordered[i] > LONG_SILENCE_GAPS * mean:
+                silences += 1
+    return GapTails(gaps, longer, silences, came_back)
 
 
 def _replay(
@@ -287,6 +363,7 @@ def evaluate_holdout(
     )
     report.customers = len(states)
     report.model_version = model.version
+    report.gap_tails = regular_gap_tails(log)
 
     def buys_between(cid: str, after_ms: int, until_ms: int) -> bool:
         times = later.get(cid, [])

@@ -44,6 +44,8 @@ class QualityReport:
     alerted_before_end: int = 0
     alerted_and_stopped: int = 0
     delays_days: list[float] = field(default_factory=list)
+    delays_gaps: list[float] = field(default_factory=list)
+    """Each delay divided by that customer's own mean gap between orders."""
 
     @property
     def quadrant_accuracy(self) -> float:
@@ -78,6 +80,9 @@ class QualityReport:
             "delay_days_median": statistics.median(self.delays_days) if self.delays_days else None,
             "delay_days_p90": self.delay_percentile(0.9),
             "delay_days_max": max(self.delays_days) if self.delays_days else None,
+            "delay_own_gaps_median": (
+                statistics.median(self.delays_gaps) if self.delays_gaps else None
+            ),
         }
 
 
@@ -89,6 +94,14 @@ def _ms(iso: object) -> int | None:
     if isinstance(iso, datetime):
         return int(iso.timestamp() * 1000)
     return int(datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _mean_gap_days(t: CustomerTruth) -> float | None:
+    """The customer's own typical gap: mean days between their orders in the log."""
+    if t.first_purchase_at is None or t.last_purchase_at is None or t.orders < 2:
+        return None
+    span = (t.last_purchase_at - t.first_purchase_at).total_seconds() / 86_400
+    return span / (t.orders - 1) if span > 0 else None
 
 
 def measure(
@@ -149,6 +162,9 @@ def measure(
             if alert is not None and stopped is not None:
                 report.detected += 1
                 report.delays_days.append((alert - stopped) / MS_PER_DAY)
+                gap = _mean_gap_days(t)
+                if gap is not None:
+                    report.delays_gaps.append((alert - stopped) / MS_PER_DAY / gap)
     report.alerted_before_end = len(alerted_before_end)
     report.alerted_and_stopped = sum(
         1

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.domain.rules import load_rules
-from streams.tools.holdout import HoldoutReport, evaluate_holdout, read_cdnow
+from streams.tools.holdout import HoldoutReport, evaluate_holdout, read_cdnow, regular_gap_tails
 
 MASTER = Path(str(files("lifetimes") / "datasets" / "CDNOW_master.txt"))
 
@@ -77,6 +77,19 @@ def test_the_standard_split_is_the_literature_s() -> None:
     log = read_cdnow(MASTER.read_bytes().splitlines())
     assert len(log) == 69_659
     assert len({p.customer_id for p in log}) == 23_570
+
+
+def test_regular_buyers_are_often_silent_for_several_own_gaps() -> None:
+    """Why the alert waits for more than a silence of a few own gaps: on CDNOW, a customer
+    with 8 or more gaps of CV at most 0.5 goes on to a gap longer than 2.5 times their mean
+    12.8 % of the time (34 of 265), and 26 of the 34 silences beyond 3 own gaps ended with a
+    purchase. The generated personas' gaps never exceed 2.5 times the mean."""
+    tails = regular_gap_tails(read_cdnow(MASTER.read_bytes().splitlines()))
+    assert tails.gaps > 200
+    assert tails.longer[2.5] / tails.gaps > 0.10
+    assert tails.came_back / tails.silences > 0.5
+    shares = [tails.longer[k] for k in sorted(tails.longer)]
+    assert shares == sorted(shares, reverse=True)
 
 
 def test_cli_prints_the_table_and_json(tmp_path: Path) -> None:

@@ -96,10 +96,10 @@ def test_quadrants_at_the_end_of_the_log() -> None:
 def test_silent_true_friends_drift_with_time_alone() -> None:
     """Sixty days after the last event, with no event in between, every true friend who went
     silent has raised a churn alert after its last purchase, from time alone. Those with a
-    regular rhythm (gap CV within the rule's ``rhythm_max_cv``) have raised the drifting-true-
-    friend alerts up to critical and left the true friends. An irregular buyer is judged by
-    BG/NBD alone, which is slower to give up on a frequent customer (one of the six here is
-    only at "watch" four months after its last purchase)."""
+    regular rhythm (``rhythm_min_gaps`` gaps or more, gap CV within ``rhythm_max_cv``) have
+    raised the drifting-true-friend alerts up to critical and left the true friends. An
+    irregular buyer is judged by BG/NBD alone, which is slower to give up on a frequent
+    customer (one of the six here is only at "watch" four months after its last purchase)."""
     rules = load_rules().drift
     truth = {t.customer_id: t for t in read_truth(SAMPLE_TRUTH)}
     silent = {
@@ -126,7 +126,7 @@ def test_silent_true_friends_drift_with_time_alone() -> None:
         drifted += any(drifting for _, _, drifting in after)
         state = states[cid]
         cv = gap_cv(state.repeat_days, state.t_x_days, state.gap_sq_days, rules.prior_gaps)
-        if cv <= rules.rhythm_max_cv:
+        if state.repeat_days >= rules.rhythm_min_gaps and cv <= rules.rhythm_max_cv:
             regular += 1
             assert any(drifting and sev == "critical" for _, sev, drifting in after), cid
             assert state.quadrant != "true_friend", cid
