@@ -120,7 +120,7 @@ def changelog_topic(settings: Settings) -> str:
 def compared_topics(settings: Settings) -> list[str]:
     """The output topics the Processor writes, hence the ones the reference predicts."""
     t = settings.topics
-    return [t.dead_letters, t.segment_changes, t.churn_alerts]
+    return [t.dead_letters, t.segment_changes, t.churn_alerts, t.customer_erased]
 
 
 def consumed_topics(settings: Settings) -> list[str]:
@@ -646,9 +646,20 @@ def check_state(
         if store.clock() != (None, None) and got_clock != list(store.clock()):
             result.clocks_differing.append(f"partition {partition}: {got_clock} != {store.clock()}")
     want_profiles: dict[str, bytes] = {}
+    erased: set[str] = set()
     for r in ref.outputs:
         if r.topic == settings.topics.profiles:
-            want_profiles[r.key.decode()] = r.value
+            if r.tombstone:  # an erasure's tombstone: no profile is expected
+                want_profiles.pop(r.key.decode(), None)
+                erased.add(r.key.decode())
+            else:
+                want_profiles[r.key.decode()] = r.value
+                erased.discard(r.key.decode())
+    for cid in sorted(erased):
+        if profiles.get(cid) is not None:
+            result.profiles_differing.append(cid)
+            if not result.first_difference:
+                result.first_difference = f"profile of erased customer {cid} is still published"
     result.profiles = len(want_profiles)
     result.profiles_read = sum(1 for v in profiles.values() if v is not None)
     for cid, value in want_profiles.items():
