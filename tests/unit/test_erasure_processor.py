@@ -49,7 +49,9 @@ class Log:
         self.records: list[InRecord] = []
         self._next: dict[int, int] = {}
 
-    def _add(self, partition: int, key: bytes, value: bytes, headers: tuple = ()) -> None:
+    def _add(
+        self, partition: int, key: bytes, value: bytes, headers: tuple[tuple[str, bytes], ...] = ()
+    ) -> None:
         offset = self._next.get(partition, 0)
         self._next[partition] = offset + 1
         self.records.append(InRecord(T.purchases, partition, offset, key, value, headers))

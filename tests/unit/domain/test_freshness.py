@@ -41,6 +41,7 @@ def engine_after(facts: list[PurchaseFact]) -> PartitionEngine:
 def test_figures_at_a_moment_equal_the_profile_then(facts: list[PurchaseFact], later: int) -> None:
     state = engine_after(facts).store.get("c")  # type: ignore[attr-defined]
     assert state is not None and state.first_ms is not None and state.last_ms is not None
+    assert state.evaluated_ms is not None
     at = state.evaluated_ms + later * MS_PER_DAY
     profile = Classifier(RULES, MODEL).assess(state, at)
     figures = time_figures(
@@ -75,7 +76,7 @@ def test_a_band_moved_by_time_alone_republishes(
         clock += step * MS_PER_DAY
         outputs = engine.tick(clock)
         state = store.states["c"]
-        if state.evaluated_ms != before and not outputs:
+        if state.evaluated_ms is not None and state.evaluated_ms != before and not outputs:
             moved = band_at(MODEL, RULES, state, state.evaluated_ms) != band_before
             assert ("c" in engine.changed) == moved
         if outputs:
