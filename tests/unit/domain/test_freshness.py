@@ -39,7 +39,7 @@ def engine_after(facts: list[PurchaseFact]) -> PartitionEngine:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(buyers(), st.integers(0, 400))
 def test_figures_at_a_moment_equal_the_profile_then(facts: list[PurchaseFact], later: int) -> None:
-    state = engine_after(facts).store.get("c")  # type: ignore[attr-defined]
+    state = engine_after(facts).store.get("c")
     assert state is not None and state.first_ms is not None and state.last_ms is not None
     assert state.evaluated_ms is not None
     at = state.evaluated_ms + later * MS_PER_DAY
