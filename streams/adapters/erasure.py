@@ -5,7 +5,8 @@ Keys deleted (``P`` is ``Settings.redis_prefix``): ``P profile:<id>``, ``P histo
 customer's membership of every audience listed in ``P audiences``, and the entries of the
 dashboard's ``P recent:alerts`` and ``P recent:changes:<dimension>`` that name them.
 
-``P erased:<salted hash>`` (a string, no expiry) is set in the same script: it names no one,
+``P erased:<marker hash>`` (a string, no expiry; a hash of the salted hash) is set in the
+same script: it names no one,
 and lets the offers agent refuse a trigger of an erased customer that was still in flight
 (and clean up after one it had already decided, see :meth:`RedisEraser.erased_among`).
 Erasing is idempotent, so it is safe to repeat after a lost reply or a redelivery.
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from streams.adapters.offer_store import OfferKeys
 from streams.adapters.redis_views import DIMENSIONS, ViewKeys
+from streams.domain.erasure import marker_hash
 
 # KEYS: profile, history, history ids, offers, audience index, recent alerts, marker,
 #       then the recent changes of each dimension.
@@ -59,7 +61,9 @@ class RedisEraser:
         self._erase = client.register_script(_ERASE_LUA)
 
     def marker(self, hashed: str) -> str:
-        return f"{self.prefix}erased:{hashed}"
+        """The marker of an erased customer: keyed by a hash of the salted hash, so that no
+        key holds the id or the hash the table and the ``customer-erased`` event carry."""
+        return f"{self.prefix}erased:{marker_hash(hashed)}"
 
     def recent_keys(self) -> list[str]:
         """The dashboard feed's keys (spelt as :class:`streams.web.feed.RecentFeed` does)."""

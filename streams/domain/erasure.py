@@ -38,6 +38,14 @@ def customer_hash(customer_id: str, salt: str) -> str:
     return hashlib.blake2b(customer_id.encode(), digest_size=HASH_BYTES, key=key).hexdigest()
 
 
+def marker_hash(hashed: str) -> str:
+    """A second hash, for a marker kept where the first must not appear (Redis): a search of
+    Redis for an erased customer's id or hash then finds nothing."""
+    return hashlib.blake2b(
+        hashed.encode(), digest_size=HASH_BYTES, person=b"rfm-marker"
+    ).hexdigest()
+
+
 def erased_id(hashed: str) -> str:
     """The deterministic id of the ``customer-erased`` output for one customer."""
     return f"erased:{hashed}"
