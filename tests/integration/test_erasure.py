@@ -94,7 +94,8 @@ def members_naming(client: redis.Redis, prefix: str, customer_id: str) -> list[s
             found.append(str(key))
         elif kind == "zset":
             for member in client.zrange(key, 0, -1):
-                if f'"customer_id":"{customer_id}"'.encode() in member:
+                text = member.decode() if isinstance(member, bytes) else str(member)
+                if f'"customer_id":"{customer_id}"' in text:
                     found.append(str(key))
     return found
 
