@@ -375,6 +375,13 @@ class Processor:
             and self._stores[record.partition].get(fact.customer_id) is None
             and ledger.is_erased(fact.customer_id)
         ):
+            if isinstance(fact, InteractionFact) and (
+                engine.touch_clock_ms is None or fact.at_ms > engine.touch_clock_ms
+            ):
+                # an interaction moves its clock as if applied: whether it came before or
+                # after the erasure request is arrival order across two topics
+                engine.touch_clock_ms = fact.at_ms
+                self._save_clock(record.partition, engine)
             return [self._erased_letter(record)]
         try:
             if isinstance(fact, PurchaseFact):
