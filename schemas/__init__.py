@@ -28,6 +28,7 @@ from schemas.inputs import (
 )
 from schemas.outputs import (
     ChurnAlert,
+    CustomerErased,
     DeadLetter,
     DeadLetterReason,
     FieldError,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "EXAMPLES",
     "ChurnAlert",
+    "CustomerErased",
     "DeadLetter",
     "DeadLetterReason",
     "FieldError",

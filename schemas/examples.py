@@ -161,6 +161,17 @@ DEAD_LETTER: Final[JsonObject] = {
     "model_version": None,
 }
 
+CUSTOMER_ERASED: Final[JsonObject] = {
+    "type": "customer_erased",
+    "schema_version": 1,
+    "id": "erased:5f0c2a61d1b7e9a4c3d2b1a0f9e8d7c6",
+    "customer_id": "c-2077",
+    "customer_hash": "5f0c2a61d1b7e9a4c3d2b1a0f9e8d7c6",
+    "event_time": "2024-07-01T00:00:00Z",
+    "requested_at": "2024-07-01T09:30:00Z",
+    "had_state": True,
+}
+
 EXAMPLES: Final[dict[str, JsonObject]] = {
     "purchase": PURCHASE,
     "refund": REFUND,
@@ -169,6 +180,7 @@ EXAMPLES: Final[dict[str, JsonObject]] = {
     "churn_alert": CHURN_ALERT,
     "retention_offer": RETENTION_OFFER,
     "dead_letter": DEAD_LETTER,
+    "customer_erased": CUSTOMER_ERASED,
 }
 """Every example by name; treat as read-only (use ``example_json`` for a payload)."""
 

@@ -20,7 +20,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from schemas.examples import EXAMPLES
 from schemas.inputs import Interaction, Purchase
-from schemas.outputs import ChurnAlert, DeadLetter, RetentionOffer, SegmentChange
+from schemas.outputs import ChurnAlert, CustomerErased, DeadLetter, RetentionOffer, SegmentChange
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 
@@ -33,6 +33,7 @@ SCHEMAS: Final[dict[str, tuple[type[BaseModel], Mode, tuple[str, ...]]]] = {
     "churn_alert": (ChurnAlert, "serialization", ("churn_alert",)),
     "retention_offer": (RetentionOffer, "serialization", ("retention_offer",)),
     "dead_letter": (DeadLetter, "serialization", ("dead_letter",)),
+    "customer_erased": (CustomerErased, "serialization", ("customer_erased",)),
 }
 """File stem -> (model, mode, names of the examples embedded in it)."""
 

@@ -156,6 +156,7 @@ class DeadLetterReason(StrEnum):
     BEYOND_LATE_HORIZON = "beyond_late_horizon"
     PROCESSING_ERROR = "processing_error"
     INTERNAL_ERROR = "internal_error"
+    ERASED = "erased"
 
 
 class FieldError(_Wire):
@@ -201,7 +202,31 @@ class DeadLetter(_Wire):
     model_version: Label | None = Field(None, description="Set for processing errors.")
 
 
-OutputEvent = SegmentChange | ChurnAlert | RetentionOffer | DeadLetter
+class CustomerErased(_Wire):
+    """A customer was erased (the right to be forgotten): delete what you hold about them.
+
+    Published once per customer, on ``customer-erased``. rfm-stream has deleted the
+    customer's state, profile, audience memberships, history and offer records; events for
+    them that arrive later, or are replayed, are dead-lettered ``erased`` without their
+    payload. ``customer_hash`` is what rfm-stream keeps instead of the id (salted: it cannot be
+    recomputed without the deployment's salt).
+    """
+
+    type: Literal["customer_erased"] = "customer_erased"
+    schema_version: Literal[1] = 1
+    id: OutputId = Field(description="erased:{customer_hash}, deterministic.")
+    customer_id: Identifier
+    customer_hash: str = Field(
+        pattern=r"^[0-9a-f]{32}$", description="Salted blake2b-128 of the customer id."
+    )
+    event_time: UtcTime | None = Field(
+        None, description="The partition's event time when the erasure ran (null before any)."
+    )
+    requested_at: UtcTime | None = Field(None, description="When the erasure was requested.")
+    had_state: bool = Field(description="Whether rfm-stream held any state for the customer.")
+
+
+OutputEvent = SegmentChange | ChurnAlert | RetentionOffer | DeadLetter | CustomerErased
 
 _OUTPUT_ADAPTER: Final[TypeAdapter[OutputEvent]] = TypeAdapter(
     Annotated[OutputEvent, Field(discriminator="type")]

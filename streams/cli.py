@@ -215,6 +215,36 @@ def tick(
 
 
 @app.command()
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase.")],
+) -> None:
+    """Erase a customer (the right to be forgotten): their state, Redis profile, audiences,
+    history and offer records go, `customer-erased` tells downstream tools, and their later or
+    replayed events are dead-lettered `erased`. Produces the request on the customer's input
+    partition; the worker owning it does the erasing, in order with the customer's events."""
+    import time
+
+    from streams.erasure import BadEraseRequestError, erase_request
+    from streams.tools.replay import Planned, produce
+    from streams.worker.topics import ensure_topics
+
+    settings = settings_or_exit()
+    now = int(time.time() * 1000)
+    try:
+        r = erase_request(settings.topics.purchases, settings.partitions, customer_id, now)
+    except BadEraseRequestError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    require_services(settings)
+    ensure_topics(settings)
+    produce([Planned(r.topic, r.partition, r.key, r.value, None, r.headers)], settings)
+    console.print(
+        f"erasure of {customer_id!r} requested on {r.topic}[{r.partition}]; the worker owning "
+        f"that partition erases it (watch {settings.topics.customer_erased})"
+    )
+
+
+@app.command()
 def calibrate(
     at: Annotated[
         str | None, typer.Option(help="Evaluation time (ISO); default: the newest clock.")

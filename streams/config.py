@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.domain.erasure import DEFAULT_SALT
 from streams.domain.rules import Rules, load_rules
 from streams.security import kafka_client_options, redact_url, security_problems
 
@@ -136,6 +137,10 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="Bearer token for /api/* and /metrics; unset = no auth"
     )
+    erasure_salt: SecretStr = Field(
+        SecretStr(DEFAULT_SALT),
+        description="salt of the hashes erased customers are remembered by; set your own",
+    )
 
     # --- Rules (README "Time, lateness and determinism") -----------------------------------
     rules_file: str | None = Field(
@@ -152,6 +157,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("erasure_salt")
+    @classmethod
+    def _salt_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the erasure salt must not be empty")
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:
@@ -192,6 +204,7 @@ class TopicNames:
         self.churn_alerts = f"{prefix}churn-alerts"
         self.retention_offers = f"{prefix}retention-offers"
         self.profiles = f"{prefix}profiles"
+        self.customer_erased = f"{prefix}customer-erased"
         self.model = f"{prefix}model"
 
     def inputs(self) -> list[str]:
@@ -204,6 +217,7 @@ class TopicNames:
             self.churn_alerts,
             self.retention_offers,
             self.profiles,
+            self.customer_erased,
         ]
 
 
@@ -239,3 +253,8 @@ def prepare_data_dir(settings: Settings) -> Path:
     path = Path(settings.data_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def erasure_salt_is_default(settings: Settings) -> bool:
+    """Whether the erasure salt is the published default (the worker warns at start-up)."""
+    return settings.erasure_salt.get_secret_value() == DEFAULT_SALT

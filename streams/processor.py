@@ -15,7 +15,9 @@ Every failure path ends in a record, never in an exception out of :meth:`Process
 * an exception inside the core (a bug) → a dead letter ``processing_error`` with the model
   version, an error log with the traceback, and the customer's cached state discarded so it is
   read back as last written (the core mutates states in place for speed);
-* a redelivered or repeated event → counted, nothing published.
+* a redelivered or repeated event → counted, nothing published;
+* an event of an erased customer → a dead letter ``erased`` without its payload (see
+  :mod:`streams.erasure`; an erasure request is a control record like a tick).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from streams.convert import (
     segment_change_json,
 )
 from streams.domain.engine import PartitionEngine
+from streams.domain.erasure import ErasureLedger
 from streams.domain.events import (
     ChurnRiskRaised,
     DomainEvent,
@@ -60,6 +63,13 @@ from streams.domain.facts import InteractionFact, PurchaseFact, SourcePosition
 from streams.domain.model import Model
 from streams.domain.rules import Rules
 from streams.domain.state import CustomerState
+from streams.erasure import (
+    ERASE_HEADER,
+    BadEraseRequestError,
+    customer_erased_json,
+    input_partition,
+    parse_erase_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +91,17 @@ class InRecord:
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
-    """One record to produce. ``partition`` None lets the producer partition by key."""
+    """One record to produce. ``partition`` None lets the producer partition by key.
+
+    A ``tombstone`` is produced with no value (``value`` is then empty): a compacted topic
+    forgets the key (an erasure's record on ``profiles``).
+    """
 
     topic: str
     key: bytes
     value: bytes
     partition: int | None = None
+    tombstone: bool = False
 
 
 @dataclass
@@ -102,6 +117,7 @@ class Counters:
     corrections: int = 0  # late purchases and refunds folded in (cause late_purchase)
     segment_changes: int = 0
     churn_alerts: int = 0
+    erasures: int = 0
 
     def dead(self, code: str) -> None:
         self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
@@ -110,6 +126,10 @@ class Counters:
 CLOCK_KEY: Final = "\x00clock/{partition}"
 """The table key of a partition's clock row, beside the customers' rows (the worker's table
 store writes it, the import writes it too). The NUL byte keeps it apart from any customer id."""
+
+ERASED_KEY: Final = "\x00erased/{hashed}"
+"""The table key of an erased customer's suppression row: the salted hash, never the id. Its
+value is ``{"partition": p}``, so a restart knows which partition's ledger it belongs to."""
 
 
 class PartitionStore(Protocol):
@@ -132,6 +152,16 @@ class PartitionStore(Protocol):
     def discard(self, customer_id: str) -> None:
         """Forget any cached, possibly half-updated copy of this customer's state."""
 
+    def erase(self, customer_id: str) -> None:
+        """Delete the customer's state (the table writes a tombstone)."""
+
+    def erased_hashes(self) -> Iterable[str]:
+        """The salted hashes of the customers erased on this partition."""
+        ...
+
+    def put_erased(self, hashed: str) -> None:
+        """Remember an erased customer by hash (the table writes a suppression row)."""
+
 
 class MemoryPartitionStore:
     """A dict-backed :class:`PartitionStore` (replay references, benchmarks, tests)."""
@@ -139,6 +169,7 @@ class MemoryPartitionStore:
     def __init__(self) -> None:
         self.by_customer: dict[str, CustomerState] = {}
         self._clock: tuple[int | None, int | None] = (None, None)
+        self.erased: set[str] = set()
 
     def get(self, customer_id: str) -> CustomerState | None:
         return self.by_customer.get(customer_id)
@@ -160,6 +191,15 @@ class MemoryPartitionStore:
 
     def discard(self, customer_id: str) -> None:
         """Nothing to re-read: here the dict is the only copy."""
+
+    def erase(self, customer_id: str) -> None:
+        self.by_customer.pop(customer_id, None)
+
+    def erased_hashes(self) -> Iterable[str]:
+        return self.erased
+
+    def put_erased(self, hashed: str) -> None:
+        self.erased.add(hashed)
 
 
 def _source(record: InRecord) -> SourceRef:
@@ -194,6 +234,8 @@ class Processor:
         self._wall_clock = wall_clock
         self._engines: dict[int, PartitionEngine] = {}
         self._stores: dict[int, PartitionStore] = {}
+        self._ledgers: dict[int, ErasureLedger] = {}
+        self._salt = settings.erasure_salt.get_secret_value()
         self._history: dict[str, list[tuple[str, str]]] = {}
         self.counters = Counters()
 
@@ -216,6 +258,7 @@ class Processor:
                 engine.rebuild(store.due_entries())
             self._engines[partition] = engine
             self._stores[partition] = store
+            self._ledgers[partition] = ErasureLedger(self._salt, store.erased_hashes())
         return engine
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -223,6 +266,22 @@ class Processor:
         for p in partitions:
             self._engines.pop(p, None)
             self._stores.pop(p, None)
+            self._ledgers.pop(p, None)
+
+    def read_time(self, customer_id: str) -> tuple[int, Model, Rules] | None:
+        """(now, model, rules) for figures computed when a profile is read: now is the latest
+        event time a due evaluation of this customer could have run at — the closed event
+        time of their partition, or of the newest partition this processor holds when it does
+        not hold theirs; None before any clock."""
+        engine = self._engines.get(input_partition(customer_id, self.settings.partitions))
+        closed = engine.closed_ms if engine is not None else None
+        if closed is None:
+            known = [e.closed_ms for e in self._engines.values() if e.closed_ms is not None]
+            closed = max(known) if known else None
+        if closed is None:
+            return None
+        edge = closed - 1 if self.rules.allowed_lateness_ms else closed
+        return edge, self.model, self.rules
 
     def set_model(self, model: Model) -> None:
         """Adopt a newly published model on every partition this processor holds."""
@@ -239,8 +298,12 @@ class Processor:
         self.counters.consumed += 1
         raw = record.value if record.value is not None else b""
         if record.topic == self.topics.purchases:
-            if record.headers and any(k == TICK_HEADER for k, _ in record.headers):
-                return self._tick(record, raw)
+            if record.headers:
+                for k, _ in record.headers:
+                    if k == TICK_HEADER:
+                        return self._tick(record, raw)
+                    if k == ERASE_HEADER:
+                        return self._erase(record, raw)
             now = self._wall_clock()
             fast_p = fast_purchase(raw, now, self._limits)
             if fast_p is not None and fast_p[1] == self.settings.currency:
@@ -306,6 +369,20 @@ class Processor:
         self, record: InRecord, raw: bytes, now: datetime, fact: PurchaseFact | InteractionFact
     ) -> list[OutRecord]:
         engine = self.engine(record.partition)
+        ledger = self._ledgers[record.partition]
+        if (
+            ledger.hashes
+            and self._stores[record.partition].get(fact.customer_id) is None
+            and ledger.is_erased(fact.customer_id)
+        ):
+            if isinstance(fact, InteractionFact) and (
+                engine.touch_clock_ms is None or fact.at_ms > engine.touch_clock_ms
+            ):
+                # an interaction moves its clock as if applied: whether it came before or
+                # after the erasure request is arrival order across two topics
+                engine.touch_clock_ms = fact.at_ms
+                self._save_clock(record.partition, engine)
+            return [self._erased_letter(record)]
         try:
             if isinstance(fact, PurchaseFact):
                 position = SourcePosition(PURCHASES, record.partition, record.offset)
@@ -338,6 +415,52 @@ class Processor:
             ]
         self._save_clock(record.partition, engine)
         return out
+
+    def _erase(self, record: InRecord, raw: bytes) -> list[OutRecord]:
+        """Erase a customer, in order with their events (see :mod:`streams.erasure`).
+
+        The state goes (a tombstone in the table's changelog), the customer leaves the due
+        index and the pending views; a tombstone on ``profiles`` tells the views agent to delete
+        the Redis keys (and lets compaction drop the last profile); ``customer-erased`` tells
+        downstream tools, once per customer; the salted hash stays, so later or replayed
+        events are dead-lettered ``erased``.
+        """
+        try:
+            customer_id, requested_ms = parse_erase_request(raw)
+        except BadEraseRequestError as exc:
+            source = SourceRef(record.topic, record.partition, record.offset, record.key)
+            reason = f"a record with the {ERASE_HEADER} header is not an erasure request: {exc}"
+            return [self._dead(dead_letter(source, raw, DeadLetterReason.INVALID_EVENT, reason))]
+        engine = self.engine(record.partition)
+        store = self._stores[record.partition]
+        had_state = store.get(customer_id) is not None
+        store.erase(customer_id)
+        engine.drop(customer_id)
+        self._history.pop(customer_id, None)
+        self.counters.erasures += 1
+        out = [OutRecord(self.topics.profiles, customer_id.encode(), b"", tombstone=True)]
+        erased = self._ledgers[record.partition].erase(
+            customer_id, at_ms=engine.clock_ms, requested_ms=requested_ms, had_state=had_state
+        )
+        if erased is not None:
+            store.put_erased(erased.customer_hash)
+            value = customer_erased_json(erased)
+            out.append(OutRecord(self.topics.customer_erased, customer_id.encode(), value))
+        return out
+
+    def _erased_letter(self, record: InRecord) -> OutRecord:
+        """The dead letter of an erased customer's event: neither payload nor key is kept."""
+        source = SourceRef(record.topic, record.partition, record.offset, None)
+        return self._dead(
+            dead_letter(
+                source,
+                b"",
+                DeadLetterReason.ERASED,
+                "the customer of this event was erased; it was not applied, and neither its "
+                "payload nor its key is kept here (the source topic still holds it at this "
+                "offset until retention removes it)",
+            )
+        )
 
     def drain_profiles(self) -> list[OutRecord]:
         """The current profile of every customer changed since the last call (for the views).

@@ -42,6 +42,7 @@ from streams.domain.facts import (
     SourcePosition,
     day_of,
 )
+from streams.domain.freshness import band_moved
 from streams.domain.model import Model
 from streams.domain.rules import Rules
 from streams.domain.state import (
@@ -128,6 +129,15 @@ class PartitionEngine:
     def due_count(self) -> int:
         return len(self._due)
 
+    def drop(self, customer_id: str) -> None:
+        """Forget a customer (erasure): its due entries and what the views were to be told."""
+        due = [entry for entry in self._due if entry[1] != customer_id]
+        if len(due) != len(self._due):
+            heapq.heapify(due)
+            self._due = due
+        self.changed.discard(customer_id)
+        self.verdicts.pop(customer_id, None)
+
     def _schedule(self, state: CustomerState) -> None:
         if state.next_due_ms is not None:
             heapq.heappush(self._due, (state.next_due_ms, state.customer_id))
@@ -153,12 +163,19 @@ class PartitionEngine:
     def _run_due(self, state: CustomerState) -> list[DomainEvent]:
         out: list[DomainEvent] = []
         folded = state.folded_ms
+        before = state.evaluated_ms
         for _ in range(_MAX_EVALUATIONS_PER_WAKE):
             due = state.next_due_ms
             if due is None or not self._ready(due):
                 break
             out.extend(self.classifier.evaluate(state, due))
-        if out or state.folded_ms != folded:
+        # a churn band moved by time alone republishes the profile too (a drift level that
+        # rose by time alone already did: it made a churn alert)
+        if (
+            out
+            or state.folded_ms != folded
+            or band_moved(self.model, self.rules, state, before, state.evaluated_ms)
+        ):
             self.changed.add(state.customer_id)
             if self.classifier.last_verdict is not None:
                 self.verdicts[state.customer_id] = self.classifier.last_verdict

@@ -58,5 +58,7 @@ def read_states(
             if purchases_ms is not None:
                 clock = purchases_ms if clock is None else max(clock, purchases_ms)
             continue
+        if key.startswith((b'"\\u0000', b'"\x00')):
+            continue  # another row of the table beside the customers (an erased hash)
         states.append(CustomerState.from_bytes(value))
     return states, clock

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
+from aiokafka.errors import KafkaError
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis import exceptions as redis_errors
@@ -19,6 +20,7 @@ from redis import exceptions as redis_errors
 from schemas.common import ID_PATTERN
 from streams.adapters.redis_views import DIMENSIONS, iso_ms
 from streams.web.feed import ALERTS_CAP, CHANGES_CAP, flows, now_ms, totals
+from streams.web.freshness import fresh_profile
 from streams.web.side import WebSide
 
 if TYPE_CHECKING:
@@ -247,8 +249,32 @@ class CustomerView(_Route):
         if fields is None:
             raise ApiError(404, "not_found", f"no profile for customer {customer_id!r} (yet)")
         history = await views.history(customer_id, limit)
+        profile = fresh_profile(profile_json(fields), self.side.read_time(customer_id))
+        return self.reply({"customer_id": customer_id, "profile": profile, "history": history})
+
+    async def delete(self, request: Any, **params: Any) -> Any:
+        return await self.remove(request, **params)
+
+    async def remove(self, request: HttpRequest, **params: str) -> Any:
+        """Erase the customer (right to be forgotten): 202 once the request is on the broker.
+
+        The worker owning the customer's partition does the erasing, in order with their
+        events; the profile answers 404 once it has (usually within a batch or two).
+        """
+        customer_id = check_customer_id(params["customer_id"])
+        try:
+            partition, offset = await self.side.request_erasure(customer_id)
+        except (TimeoutError, KafkaError) as exc:
+            detail = f"the erasure request did not reach Kafka ({type(exc).__name__}); retry"
+            raise ApiError(503, "unavailable", detail) from exc
         return self.reply(
-            {"customer_id": customer_id, "profile": profile_json(fields), "history": history}
+            {
+                "customer_id": customer_id,
+                "status": "erasure_requested",
+                "partition": partition,
+                "offset": offset,
+            },
+            status=202,
         )
 
 

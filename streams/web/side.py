@@ -17,8 +17,12 @@ from redis.asyncio import Redis
 from streams.adapters import ProfileViews, connect, redis_location, with_backoff
 from streams.adapters.redis_views import DIMENSIONS
 from streams.config import Settings
+from streams.domain.model import Model
+from streams.domain.rules import Rules
+from streams.erasure import erase_request
 from streams.web.auth import authorized, token_text
 from streams.web.feed import Dashboard, RecentFeed, SegmentHistory, now_ms
+from streams.web.freshness import ReadTimeSource
 from streams.web.metrics import CountersSource, Snapshot, WebMetrics
 
 if TYPE_CHECKING:
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S: Final = 2.0
 """A probe or a scrape must answer quickly: past this, Redis counts as unavailable."""
 WARN_EVERY_S: Final = 30.0
+ERASE_TIMEOUT_S: Final = 10.0
+"""How long DELETE /api/customers/{id} waits for the broker to take the erasure request."""
 
 
 class WebSide:
@@ -53,6 +59,7 @@ class WebSide:
         self.token = token_text(api_token)
         self.sample_seconds = sample_seconds
         self.metrics = WebMetrics(source)
+        self._read_time = source if isinstance(source, ReadTimeSource) else None
         self.history = SegmentHistory(history_points)
         self.dashboard = Dashboard.load()
         t = settings.topics
@@ -68,6 +75,32 @@ class WebSide:
     def observe_batch(self, seconds: float, events: int) -> None:
         """Call after each processed batch: wall-clock seconds, and how many input records."""
         self.metrics.observe_batch(seconds, events)
+
+    async def request_erasure(self, customer_id: str) -> tuple[int, int]:
+        """Produce the customer's erasure request; (partition, offset) once the broker has it.
+
+        The worker owning the partition erases the customer in order with their events (see
+        :mod:`streams.erasure`); this worker only asks.
+        """
+        request = erase_request(
+            self.settings.topics.purchases, self.settings.partitions, customer_id, now_ms()
+        )
+        sent = await asyncio.wait_for(
+            self.app.producer.send_and_wait(
+                request.topic,
+                request.key,
+                request.value,
+                request.partition,
+                None,
+                list(request.headers),
+            ),
+            ERASE_TIMEOUT_S,
+        )
+        return request.partition, int(sent.offset)
+
+    def read_time(self, customer_id: str) -> tuple[int, Model, Rules] | None:
+        """(now, model, rules) for a profile's time-dependent figures; None without a clock."""
+        return None if self._read_time is None else self._read_time.read_time(customer_id)
 
     # ---- Redis, created inside the worker's event loop on first use
     def redis(self) -> Redis:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +25,13 @@ import faust
 
 from schemas import ChurnAlert, SegmentChange, parse_output, to_json_bytes
 from streams.adapters import connect
+from streams.adapters.erasure import RedisEraser
 from streams.adapters.offer_store import OfferStore, keep_ms_for
 from streams.adapters.redis_views import ProfileViews, profile_update
 from streams.adapters.retry import with_backoff
-from streams.config import Settings
+from streams.config import Settings, erasure_salt_is_default
 from streams.convert import retention_offer, trigger_of
+from streams.domain.erasure import customer_hash
 from streams.domain.model import Model, default_model
 from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
@@ -180,7 +182,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         """Materialise the latest profile of each customer (and audiences) in Redis."""
 
         async def handle(events: list[Any]) -> None:
-            await redis_side.apply_profiles([event.value for event in events])
+            await redis_side.apply_profile_records([(event.key, event.value) for event in events])
 
         await consume(
             app,
@@ -202,6 +204,9 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
 
         async def handle(events: list[Any]) -> None:
             offered: list[OutRecord] = []
+            # a trigger of a customer erased since it was published makes no offer
+            erased = await redis_side.erased_customers(event.key for event in events)
+            events = [event for event in events if event.key not in erased]
             for event in events:
                 decided = await redis_side.offer_for(event.value)
                 if decided is not None:
@@ -210,6 +215,9 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             # acknowledged only once the broker has every offer of the batch
             await send_all(offered, app.producer)
             await web.take_outputs([event.value for event in events])
+            # erased while this batch was decided: delete what it wrote (checked after writing)
+            for key in await redis_side.erased_customers(event.key for event in events):
+                await redis_side.erase(key.decode())
 
         await consume(
             app,
@@ -248,6 +256,12 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
                         headers={TICK_HEADER: b"1"},
                     )
 
+    if erasure_salt_is_default(settings):
+        log.warning(
+            "RFM_ERASURE_SALT is not set: erased customers are remembered by a hash salted "
+            "with the published default, which anyone can recompute for a guessed id; set a "
+            "secret salt of your own before erasing anyone (and never change it afterwards)"
+        )
     return Topology(app, processor, stores, watcher, outputs)
 
 
@@ -259,14 +273,64 @@ class RedisSide:
         self.rules = rules
         self._views: ProfileViews | None = None
         self._offers: OfferStore | None = None
+        self._eraser: RedisEraser | None = None
+        self._salt = settings.erasure_salt.get_secret_value()
 
     def _connect(self) -> tuple[ProfileViews, OfferStore]:
-        if self._views is None or self._offers is None:
+        if self._views is None or self._offers is None or self._eraser is None:
             client = connect(self.settings)
             prefix = self.settings.redis_prefix
             self._views = ProfileViews(client, prefix)
             self._offers = OfferStore(client, prefix, keep_ms=keep_ms_for(self.rules.offers))
+            self._eraser = RedisEraser(client, prefix)
         return self._views, self._offers
+
+    def eraser(self) -> RedisEraser:
+        self._connect()
+        assert self._eraser is not None
+        return self._eraser
+
+    async def apply_profile_records(
+        self, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> None:
+        """Records of the profiles topic, in order: a tombstone (no value) is an erasure,
+        done after the updates before it (the processor publishes none after it)."""
+        pending: list[bytes] = []
+        for key, value in records:
+            if value is not None:
+                pending.append(value)
+                continue
+            if pending:
+                await self.apply_profiles(pending)
+                pending = []
+            if key:
+                await self.erase(key.decode())
+        if pending:
+            await self.apply_profiles(pending)
+
+    async def erase(self, customer_id: str) -> None:
+        """Delete the customer's Redis keys and set the erased marker; waits while Redis is down."""
+        eraser = self.eraser()
+        hashed = customer_hash(customer_id, self._salt)
+        removed = await with_backoff(
+            lambda: eraser.erase(customer_id, hashed),
+            what="erasure",
+            where=self.settings.redis_url,
+        )
+        log.info("erased customer %s from Redis (%d keys and members)", hashed, removed)
+
+    async def erased_customers(self, keys: Iterable[bytes | None]) -> set[bytes]:
+        """The keys (customer ids) among ``keys`` whose customers were erased."""
+        by_hash = {customer_hash(k.decode(), self._salt): k for k in keys if k}
+        if not by_hash:
+            return set()
+        eraser = self.eraser()
+        found = await with_backoff(
+            lambda: eraser.erased_among(by_hash),
+            what="erasure markers",
+            where=self.settings.redis_url,
+        )
+        return {by_hash[h] for h in found}
 
     async def apply_profiles(self, batch: Sequence[bytes]) -> None:
         """One Redis round trip per batch; waits (with backoff) while Redis is down."""
@@ -380,8 +444,9 @@ async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:
             for out in remaining:
                 # the producer directly: a Faust topic's send adds codecs and bookkeeping
                 # per record that outputs (already bytes) do not need
+                value = None if out.tombstone else out.value
                 pending.append(
-                    await producer.send(out.topic, out.key, out.value, out.partition, None, None)
+                    await producer.send(out.topic, out.key, value, out.partition, None, None)
                 )
             if pending:
                 await asyncio.gather(*pending)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from streams.domain.state import CustomerState
-from streams.processor import CLOCK_KEY
+from streams.processor import CLOCK_KEY, ERASED_KEY
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class TableStores:
                 purchases_ms, interactions_ms = orjson.loads(raw)
                 self.store(int(key.split("/", 1)[1]))._clock = (purchases_ms, interactions_ms)
                 continue
+            if key.startswith("\x00erased/"):
+                partition = orjson.loads(raw)["partition"]
+                self.store(int(partition)).erased.add(key.split("/", 1)[1])
+                continue
             customer_id, partition, next_due_ms = CustomerState.index_entry(raw)
             if partition is not None:
                 self.store(partition).loaded_due.append((next_due_ms, customer_id))
@@ -114,10 +118,16 @@ class TableStore:
         self.dirty: set[str] = set()
         self._clock: tuple[int | None, int | None] = (None, None)
         self._clock_dirty = False
+        # erasures: customers to tombstone at the next flush, and the suppressed hashes
+        self.deleted: set[str] = set()
+        self.erased: set[str] = set()
+        self._erased_new: set[str] = set()
 
     def get(self, customer_id: str) -> CustomerState | None:
         state = self.cache.get(customer_id)
         if state is None:
+            if customer_id in self.deleted:
+                return None  # erased in this batch: the table still has it until flush
             raw = self.table.get(customer_id)
             if raw is not None:
                 state = CustomerState.from_bytes(raw)
@@ -127,6 +137,7 @@ class TableStore:
     def put(self, state: CustomerState) -> None:
         self.cache[state.customer_id] = state
         self.dirty.add(state.customer_id)
+        self.deleted.discard(state.customer_id)
 
     def states(self) -> Iterable[CustomerState]:
         """Every state of this partition, decoded one at a time (a model change reads all)."""
@@ -157,6 +168,18 @@ class TableStore:
         self.cache.pop(customer_id, None)
         self.dirty.discard(customer_id)
 
+    def erase(self, customer_id: str) -> None:
+        """Drop the customer from the cache; the next flush writes its tombstone."""
+        self.discard(customer_id)
+        self.deleted.add(customer_id)
+
+    def erased_hashes(self) -> Iterable[str]:
+        return self.erased
+
+    def put_erased(self, hashed: str) -> None:
+        self.erased.add(hashed)
+        self._erased_new.add(hashed)
+
     def flush(self, event: Any) -> list[ChangelogWrite]:
         """Write changed states, then the clock (a clock never runs ahead of its states).
 
@@ -168,17 +191,30 @@ class TableStore:
         with as_current_event(event):
             for customer_id in self.dirty:
                 writes.append(self._write(customer_id, self.cache[customer_id].to_bytes()))
+            for customer_id in self.deleted:
+                writes.append(self._delete(customer_id))
+            for hashed in self._erased_new:
+                row = orjson.dumps({"partition": self.partition})
+                writes.append(self._write(ERASED_KEY.format(hashed=hashed), row))
             if self._clock_dirty:
                 key = CLOCK_KEY.format(partition=self.partition)
                 writes.append(self._write(key, orjson.dumps(list(self._clock))))
         self.dirty.clear()
         self.cache.clear()
+        self.deleted.clear()
+        self._erased_new.clear()
         self._clock_dirty = False
         return writes
 
     def _write(self, key: str, raw: bytes) -> ChangelogWrite:
         self.table.data[key] = raw
         return ChangelogWrite(self.table, self.partition, key, raw)
+
+    def _delete(self, key: str) -> ChangelogWrite:
+        """A tombstone: compaction removes every earlier record of the key from the changelog."""
+        with suppress(KeyError):
+            del self.table.data[key]
+        return ChangelogWrite(self.table, self.partition, key, None)
 
 
 def changelog_key(key: str) -> bytes:
@@ -203,7 +239,7 @@ class ChangelogWrite:
     table: Any
     partition: int
     key: str
-    value: bytes
+    value: bytes | None
     future: Any = None
 
 

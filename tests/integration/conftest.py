@@ -210,6 +210,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RFM_WEB_PORT": str(settings.web_port),
         "RFM_WEB_HOST": settings.web_host,
         "RFM_LOG_LEVEL": settings.log_level,
+        "RFM_ERASURE_SALT": settings.erasure_salt.get_secret_value(),
         **security_env(settings),  # TLS / SASL / Redis AUTH (secrets: only for a child's env)
     }
 

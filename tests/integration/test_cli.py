@@ -85,6 +85,7 @@ COMMANDS = (
 NOT_YET_HERE = {
     "verify": "added alongside this file (streams/tools/verify.py): its end-to-end test",
     "import": "tests/integration/test_import.py runs it end to end, then a live worker",
+    "forget": "tests/integration/test_erasure.py erases through it and the DELETE route",
 }
 """Commands registered but tested end to end elsewhere (--help is checked for every command)."""
 EXIT_FAILED = 1

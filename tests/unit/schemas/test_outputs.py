@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from schemas import (
     EXAMPLES,
     ChurnAlert,
+    CustomerErased,
     DeadLetter,
     OutputEvent,
     RetentionOffer,
@@ -26,6 +27,7 @@ KINDS = {
     "churn_alert": ChurnAlert,
     "retention_offer": RetentionOffer,
     "dead_letter": DeadLetter,
+    "customer_erased": CustomerErased,
 }
 
 

@@ -213,3 +213,15 @@ async def test_output_records_are_sorted_into_alerts_changes_and_offers() -> Non
     assert feed.calls == [([alert], [change])]
     text = side.metrics.render(Snapshot({}, None)).decode()
     assert 'rfm_retention_offers_total{decision="holdout"} 1.0' in text
+
+
+async def test_erasing_needs_the_token_and_a_valid_id(secured: TestClient[Any, Any]) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        response = await secured.delete("/api/customers/c1", headers=headers)
+        assert response.status == 401, headers
+    response = await secured.delete("/api/customers/%20padded", headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["error"] == "bad_request"
+    # the other routes take no DELETE
+    response = await secured.delete("/api/segments", headers=AUTH)
+    assert response.status == 405
