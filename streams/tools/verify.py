@@ -126,7 +126,7 @@ def compared_topics(settings: Settings) -> list[str]:
 def consumed_topics(settings: Settings) -> list[str]:
     """The topics the worker group consumes (and commits offsets for)."""
     t = settings.topics
-    return [*t.inputs(), t.segment_changes, t.churn_alerts, t.profiles]
+    return [*t.inputs(), t.segment_changes, t.churn_alerts, t.profiles, t.offer_outcomes]
 
 
 # --------------------------------------------------------------------------- records
