@@ -14,7 +14,8 @@ it: :func:`coverage` counts the seeds whose 95 % interval contains it.
 Windows never overlap: the simulation's policy has a cooldown at least as long as the longest
 outcome window (decisions that record — offers and holdouts — are that far apart), so one
 window's answer never counts in another's outcome. Input noise (invalid, late, duplicate
-records) is off: it is not what this measures.
+records) and interactions (engagement, which no outcome counts) are off: not what this
+measures.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def run_loop(
         late_share=0.0,
         very_late_share=0.0,
         duplicate_share=0.0,
+        interaction_rate=0.0,
     )
     log = generate(config)
     longest = max(
