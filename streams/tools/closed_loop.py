@@ -21,6 +21,7 @@ measures.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class LoopRun:
     decisions: int = 0
     answered: int = 0
     dropped: int = 0
+    duplicates: int = 0
 
     @property
     def overall(self) -> LiftRow:
@@ -98,6 +100,7 @@ class Coverage:
                     "decisions": r.decisions,
                     "answered": r.answered,
                     "dropped_planned_purchases": r.dropped,
+                    "duplicates": r.duplicates,
                     **r.overall.as_dict(),
                 }
                 for r in self.runs
@@ -159,6 +162,7 @@ def run_loop(
     t = settings.topics
     offsets: dict[tuple[str, int], int] = {}
     injected: list[tuple[int, int, str, bytes]] = []  # (at, seq, customer, payload)
+    answers = itertools.count()
     windows: dict[str, list[tuple[int, int]]] = {}  # customer -> answered windows (start, end]
     seen: set[str] = set()
     dropped_orders: set[str] = set()
@@ -191,7 +195,7 @@ def run_loop(
             if rng.random() < p:
                 run.answered += 1
                 at = o.decided_ms + 1 + int(rng.random() * (o.closes_ms - o.decided_ms - 1))
-                n = len(injected)
+                n = next(answers)  # unique ids: a repeated one would be dropped as a duplicate
                 cents = rng.randint(2_000, 15_000)
                 payload = orjson.dumps(
                     {
@@ -227,6 +231,7 @@ def run_loop(
                 continue
         feed(p.topic, p.partition, p.key, p.value, p.headers)
     run.aggregates = aggregates_from_outcomes(outcomes)
+    run.duplicates = processor.counters.duplicates  # none expected: the log has no noise
     return run
 
 

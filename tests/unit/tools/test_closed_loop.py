@@ -79,3 +79,5 @@ def test_the_simulation_answers_every_arm(with_effect: Coverage) -> None:
     assert row.treated.n > 100 and row.holdout.n > 100
     assert run.decisions >= row.treated.n + row.holdout.n
     assert 0 < run.answered < run.decisions
+    # every answer reaches the core: none is taken for a repeat of another event
+    assert all(r.duplicates == 0 for r in with_effect.runs)
