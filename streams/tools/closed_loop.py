@@ -51,6 +51,8 @@ class LoopRun:
     answered: int = 0
     dropped: int = 0
     duplicates: int = 0
+    answers: dict[str, bool] = field(default_factory=dict)  # trigger id -> answered
+    outcomes: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def overall(self) -> LiftRow:
@@ -192,7 +194,8 @@ def run_loop(
             run.decisions += 1
             windows.setdefault(customer_id, []).append((o.decided_ms, o.closes_ms))
             p = baseline + effect if o.arm == 1 else baseline
-            if rng.random() < p:
+            run.answers[o.trigger_id] = answered = rng.random() < p
+            if answered:
                 run.answered += 1
                 at = o.decided_ms + 1 + int(rng.random() * (o.closes_ms - o.decided_ms - 1))
                 n = next(answers)  # unique ids: a repeated one would be dropped as a duplicate
@@ -231,6 +234,7 @@ def run_loop(
                 continue
         feed(p.topic, p.partition, p.key, p.value, p.headers)
     run.aggregates = aggregates_from_outcomes(outcomes)
+    run.outcomes = outcomes
     run.duplicates = processor.counters.duplicates  # none expected: the log has no noise
     return run
 

@@ -81,3 +81,12 @@ def test_the_simulation_answers_every_arm(with_effect: Coverage) -> None:
     assert 0 < run.answered < run.decisions
     # every answer reaches the core: none is taken for a repeat of another event
     assert all(r.duplicates == 0 for r in with_effect.runs)
+
+
+def test_each_outcome_is_exactly_what_the_customer_did(with_effect: Coverage) -> None:
+    """Per outcome, not only on average: converted exactly when the simulated customer
+    answered that decision (their own purchases in the window were dropped)."""
+    for run in with_effect.runs:
+        assert run.outcomes
+        for o in run.outcomes:
+            assert o["converted"] == run.answers[str(o["trigger_id"])], o
