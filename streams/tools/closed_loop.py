@@ -26,6 +26,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 import orjson
 
@@ -34,9 +35,18 @@ from streams.domain.facts import MS_PER_DAY
 from streams.domain.lift import ALL, ArmCounts, Key, LiftRow, aggregates_from_outcomes, lift_table
 from streams.domain.model import Model
 from streams.domain.rules import Rules
-from streams.processor import InRecord, MemoryPartitionStore, Processor
+from streams.processor import (
+    TICK_HEADER,
+    InRecord,
+    MemoryPartitionStore,
+    Processor,
+    tick_record,
+)
 from streams.tools.personas import PersonaConfig, generate
 from streams.tools.replay import partition_for, plan
+
+TICK_STEP_MS: Final = 6 * 3_600_000
+"""Clock steps after the log's end: far below any outcome window."""
 
 
 @dataclass
@@ -155,7 +165,7 @@ def run_loop(
         default=rules.offers.outcome_window_days,
     )
     end_ms = config.end_ms + (longest + 1) * MS_PER_DAY
-    planned = plan(log.lines, settings, "jsonl", end_tick_ms=end_ms)
+    planned = plan(log.lines, settings, "jsonl")
     rng = random.Random(f"closed-loop:{seed}")
     stores: dict[int, MemoryPartitionStore] = {}
     processor = Processor(
@@ -233,6 +243,18 @@ def run_loop(
                 dropped_orders.add(order)
                 continue
         feed(p.topic, p.partition, p.key, p.value, p.headers)
+    # after the log, time moves in small steps (not one jump to the end), so that each
+    # decision made in the silence is answered before its window closes
+    at_ms = max(p.at_ms for p in planned if p.at_ms is not None)
+    while at_ms < end_ms:
+        at_ms = min(at_ms + TICK_STEP_MS, end_ms)
+        while injected and injected[0][0] <= at_ms:
+            _, _, cid, payload = heapq.heappop(injected)
+            key = cid.encode()
+            feed(t.purchases, partition_for(key, settings.partitions), key, payload, ())
+        for partition in range(settings.partitions):
+            tick = tick_record(t.purchases, partition, at_ms)
+            feed(tick.topic, partition, tick.key, tick.value, ((TICK_HEADER, b"1"),))
     run.aggregates = aggregates_from_outcomes(outcomes)
     run.outcomes = outcomes
     run.duplicates = processor.counters.duplicates  # none expected: the log has no noise
