@@ -233,6 +233,10 @@ def run_loop(
                 key = cid.encode()
                 feed(t.purchases, partition_for(key, settings.partitions), key, payload, ())
         if p.topic == t.purchases and p.at_ms is not None and not p.headers:
+            # move the clock first: decisions due before this purchase are made (and answered,
+            # their windows known) before the purchase can fall into one of them unseen
+            tick = tick_record(t.purchases, p.partition, p.at_ms)
+            feed(tick.topic, p.partition, tick.key, tick.value, ((TICK_HEADER, b"1"),))
             cid = p.key.decode()
             body = orjson.loads(p.value)
             order = str(body.get("order_id", ""))
