@@ -43,6 +43,7 @@ COMPILED = (
     "events",
     "facts",
     "offers",
+    "outcomes",
     "scoring",
     "segments",
     "state",

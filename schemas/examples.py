@@ -172,6 +172,28 @@ CUSTOMER_ERASED: Final[JsonObject] = {
     "had_state": True,
 }
 
+OFFER_OUTCOME: Final[JsonObject] = {
+    "type": "offer_outcome",
+    "schema_version": 1,
+    "id": "outcome:c-1042:32",
+    "customer_id": "c-1042",
+    "event_time": "2024-08-23T23:00:00Z",
+    "offer_id": "offer:c-1042:32",
+    "trigger_id": "c-1042:32",
+    "decided_at": "2024-07-24T23:00:00Z",
+    "window_days": 30,
+    "arm": "treated",
+    "offer_code": "TF-WINBACK-VIP",
+    "quadrant": "true_friend",
+    "trigger": "drifting",
+    "converted": True,
+    "purchases": 1,
+    "refunds": 0,
+    "net_revenue_cents": 8450,
+    "first_purchase_at": "2024-08-02T17:12:09Z",
+    "days_to_first_purchase": 8.7584375,
+}
+
 EXAMPLES: Final[dict[str, JsonObject]] = {
     "purchase": PURCHASE,
     "refund": REFUND,
@@ -179,6 +201,7 @@ EXAMPLES: Final[dict[str, JsonObject]] = {
     "segment_change": SEGMENT_CHANGE,
     "churn_alert": CHURN_ALERT,
     "retention_offer": RETENTION_OFFER,
+    "offer_outcome": OFFER_OUTCOME,
     "dead_letter": DEAD_LETTER,
     "customer_erased": CUSTOMER_ERASED,
 }

@@ -20,7 +20,14 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from schemas.examples import EXAMPLES
 from schemas.inputs import Interaction, Purchase
-from schemas.outputs import ChurnAlert, CustomerErased, DeadLetter, RetentionOffer, SegmentChange
+from schemas.outputs import (
+    ChurnAlert,
+    CustomerErased,
+    DeadLetter,
+    OfferOutcome,
+    RetentionOffer,
+    SegmentChange,
+)
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 
@@ -32,6 +39,7 @@ SCHEMAS: Final[dict[str, tuple[type[BaseModel], Mode, tuple[str, ...]]]] = {
     "segment_change": (SegmentChange, "serialization", ("segment_change",)),
     "churn_alert": (ChurnAlert, "serialization", ("churn_alert",)),
     "retention_offer": (RetentionOffer, "serialization", ("retention_offer",)),
+    "offer_outcome": (OfferOutcome, "serialization", ("offer_outcome",)),
     "dead_letter": (DeadLetter, "serialization", ("dead_letter",)),
     "customer_erased": (CustomerErased, "serialization", ("customer_erased",)),
 }

@@ -141,6 +141,47 @@ class RetentionOffer(_DomainOutput):
         return self
 
 
+class OfferOutcome(_Wire):
+    """What followed one offer decision — an offer sent (``treated``) or held out for the
+    control group (``holdout``) — counted in event time over the decision's outcome window
+    and published once the window has closed (by time alone if the customer stays silent).
+    Lift is measured from these: conversion of treated against holdout."""
+
+    type: Literal["offer_outcome"] = "offer_outcome"
+    schema_version: Literal[1] = 1
+    id: OutputId = Field(description="outcome:<trigger id>: one per decision, deterministic.")
+    customer_id: Identifier
+    event_time: UtcTime = Field(description="When the outcome window closed.")
+    offer_id: OutputId = Field(description="id of the retention offer (offer:<trigger id>).")
+    trigger_id: OutputId = Field(description="id of the segment change or churn alert.")
+    decided_at: UtcTime = Field(description="Event time of the decision: the window's start.")
+    window_days: Annotated[int, Field(ge=1, le=365)]
+    arm: Literal["treated", "holdout"] = Field(
+        description="treated: the offer was sent; holdout: the control group's decision."
+    )
+    offer_code: Label = Field(
+        description="The strategy: the offer the policy sends (held back for the holdout)."
+    )
+    quadrant: Label
+    trigger: Literal["entered", "drifting"]
+    converted: bool = Field(description="At least one purchase within the window.")
+    purchases: NonNegativeInt
+    refunds: NonNegativeInt
+    net_revenue_cents: int = Field(
+        description="Purchases minus refunds within the window, in the reporting currency."
+    )
+    first_purchase_at: UtcTime | None = None
+    days_to_first_purchase: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _converted_matches_purchases(self) -> Self:
+        if self.converted != (self.purchases > 0):
+            raise ValueError("converted must be true exactly when purchases > 0")
+        if (self.first_purchase_at is None) != (self.purchases == 0):
+            raise ValueError("first_purchase_at is set exactly when purchases > 0")
+        return self
+
+
 class DeadLetterReason(StrEnum):
     """Why an input did not reach (or did not get through) the core. Stable codes for alerts
     and dashboards; the human explanation is in ``DeadLetter.reason``."""
@@ -226,7 +267,9 @@ class CustomerErased(_Wire):
     had_state: bool = Field(description="Whether rfm-stream held any state for the customer.")
 
 
-OutputEvent = SegmentChange | ChurnAlert | RetentionOffer | DeadLetter | CustomerErased
+OutputEvent = (
+    SegmentChange | ChurnAlert | RetentionOffer | OfferOutcome | DeadLetter | CustomerErased
+)
 
 _OUTPUT_ADAPTER: Final[TypeAdapter[OutputEvent]] = TypeAdapter(
     Annotated[OutputEvent, Field(discriminator="type")]

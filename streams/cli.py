@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.config import Settings, load_settings, prepare_data_dir
+from streams.domain.lift import ALL, ArmCounts, Key, LiftRow
 from streams.domain.rules import Rules
 
 app = typer.Typer(
@@ -494,6 +495,26 @@ def quality(
         str,
         typer.Option(help="With --cdnow: last day of the calibration period (YYYY-MM-DD)."),
     ] = "1997-09-30",
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            "--closed-loop",
+            help="Measure offer lift instead: simulated customers answer the offers with a "
+            "known effect; prints how often the 95 % interval holds it (exit 1 below 90 %).",
+        ),
+    ] = False,
+    effect: Annotated[
+        float, typer.Option(help="With --closed-loop: the simulated lift (a probability).")
+    ] = 0.15,
+    baseline: Annotated[
+        float,
+        typer.Option(help="With --closed-loop: P(return within the window) without an offer."),
+    ] = 0.3,
+    seeds: Annotated[int, typer.Option(help="With --closed-loop: runs, seeds 0..N-1.")] = 20,
+    holdout_percent: Annotated[
+        float,
+        typer.Option(help="With --closed-loop: the holdout share of the simulated policy."),
+    ] = 50.0,
 ) -> None:
     """Score segments and churn alerts against a log whose truth is known: quadrant accuracy
     (with the confusion matrix) and, for true friends who stop buying, alert recall,
@@ -511,6 +532,17 @@ def quality(
 
     if cdnow is not None:
         _quality_cdnow(cdnow, cut_off, rules_or_exit(rules), as_json=as_json)
+        return
+    if closed_loop:
+        _quality_closed_loop(
+            rules_or_exit(rules),
+            effect=effect,
+            baseline=baseline,
+            seeds=seeds,
+            customers=customers if customers != 2_000 else 1_000,
+            holdout_percent=holdout_percent,
+            as_json=as_json,
+        )
         return
 
     from streams.domain.model import default_model
@@ -564,6 +596,142 @@ def quality(
                 else ""
             )
         )
+
+
+def _quality_closed_loop(
+    rule_book: Rules,
+    *,
+    effect: float,
+    baseline: float,
+    seeds: int,
+    customers: int,
+    holdout_percent: float,
+    as_json: bool,
+) -> None:
+    import orjson
+
+    from streams.domain.model import default_model
+    from streams.tools.closed_loop import coverage, loop_rules
+
+    if seeds < 1 or not 0 <= baseline <= 1 or not 0 <= baseline + effect <= 1:
+        console.print(
+            "[red]--seeds must be >= 1; --baseline and --baseline + --effect in [0, 1][/red]"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    settings = settings_or_exit()
+    rules = loop_rules(rule_book, holdout_percent)
+    with console.status(f"closed loop, {seeds} seeds of {customers:,} customers…"):
+        result = coverage(
+            effect,
+            range(seeds),
+            baseline=baseline,
+            customers=customers,
+            settings=settings,
+            rules=rules,
+            model=default_model(),
+        )
+    if as_json:
+        console_out.print_json(orjson.dumps(result.as_dict()).decode())
+    else:
+        table = Table(
+            title=f"closed loop: effect {effect:g}, baseline {baseline:g}, "
+            f"holdout {holdout_percent:g} %, {customers:,} customers per seed"
+        )
+        for column in ("seed", "treated", "holdout", "lift", "95 % interval", "holds effect"):
+            table.add_column(column, justify="right")
+        for run in result.runs:
+            row = run.overall
+            holds = row.low is not None and row.high is not None and row.low <= effect <= row.high
+            table.add_row(
+                str(run.seed),
+                f"{row.treated.converted}/{row.treated.n}",
+                f"{row.holdout.converted}/{row.holdout.n}",
+                "-" if row.lift is None else f"{row.lift:+.3f}",
+                "-" if row.low is None else f"[{row.low:+.3f}, {row.high:+.3f}]",
+                "yes" if holds else "NO",
+            )
+        console_out.print(table)
+        d = result.as_dict()
+        console_out.print(
+            f"coverage: the 95 % interval holds the simulated effect {effect:g} in "
+            f"{result.covered}/{len(result.runs)} seeds ({result.share:.0%}); mean lift "
+            f"{d['mean_lift']:+.3f}; interval excludes 0 in {result.excluding_zero} seeds"
+        )
+    if result.share < 0.9:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def render_lift(rows: list[LiftRow]) -> Table:
+    """The lift table of ``rfm-stream lift``."""
+    table = Table(title="retention offer lift: treated vs holdout (95 % Newcombe interval)")
+    for column, justify in (
+        ("strategy", "left"),
+        ("quadrant", "left"),
+        ("treated", "right"),
+        ("holdout", "right"),
+        ("lift", "right"),
+        ("95 % interval", "right"),
+        ("verdict", "left"),
+        ("incr. revenue / offer", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+
+    def arm(c: ArmCounts) -> str:
+        return f"{c.converted}/{c.n} ({c.conversion:.1%})" if c.conversion is not None else "0"
+
+    for r in rows:
+        table.add_row(
+            "all" if r.offer_code == ALL else r.offer_code,
+            "all" if r.quadrant == ALL else r.quadrant,
+            arm(r.treated),
+            arm(r.holdout),
+            "-" if r.lift is None else f"{r.lift:+.1%}",
+            "-" if r.low is None or r.high is None else f"[{r.low:+.1%}, {r.high:+.1%}]",
+            r.verdict,
+            "-"
+            if r.incremental_revenue_cents is None
+            else f"{r.incremental_revenue_cents / 100:+.2f}",
+        )
+    return table
+
+
+@app.command()
+def lift(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Lift of the retention offers: conversion within the outcome window of the customers
+    who were sent an offer against the holdout group, per strategy, per quadrant and overall,
+    with a 95 % interval, and the incremental revenue per offer sent (from the outcome
+    counters in Redis, which the workers keep from the offer-outcomes topic)."""
+    import asyncio
+
+    import orjson
+
+    from streams.adapters import connect
+    from streams.adapters.outcome_store import OutcomeStore
+    from streams.domain.lift import lift_body, lift_table
+
+    settings = settings_or_exit()
+    require_services(settings, redis=True)
+
+    async def read() -> dict[Key, ArmCounts]:
+        client = connect(settings)
+        try:
+            return await OutcomeStore(client, settings.redis_prefix).aggregates()
+        finally:
+            await client.aclose()
+
+    rows = lift_table(asyncio.run(read()))
+    if as_json:
+        console_out.print_json(orjson.dumps(lift_body(rows)).decode())
+        return
+    if not rows:
+        console.print(
+            f"no closed offer outcome yet under Redis prefix {settings.redis_prefix} "
+            "(an outcome closes when its window ends)"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    console_out.print(render_lift(rows))
 
 
 def _quality_cdnow(path: Path, cut_off: str, rule_book: Rules, *, as_json: bool) -> None:

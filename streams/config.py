@@ -203,6 +203,7 @@ class TopicNames:
         self.segment_changes = f"{prefix}segment-changes"
         self.churn_alerts = f"{prefix}churn-alerts"
         self.retention_offers = f"{prefix}retention-offers"
+        self.offer_outcomes = f"{prefix}offer-outcomes"
         self.profiles = f"{prefix}profiles"
         self.customer_erased = f"{prefix}customer-erased"
         self.model = f"{prefix}model"
@@ -216,6 +217,7 @@ class TopicNames:
             self.segment_changes,
             self.churn_alerts,
             self.retention_offers,
+            self.offer_outcomes,
             self.profiles,
             self.customer_erased,
         ]

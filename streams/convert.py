@@ -32,7 +32,8 @@ from schemas.common import CURRENCY_PATTERN, ID_PATTERN, TOKEN_PATTERN, to_cents
 from schemas.decode import Limits
 from schemas.decode import _json_problem as json_problem
 from schemas.inputs import MAX_PROPERTY_KEYS
-from streams.domain.events import ChurnRiskRaised, Profile, SegmentChanged
+from schemas.outputs import OfferOutcome as OfferOutcomeWire
+from streams.domain.events import ChurnRiskRaised, OfferOutcome, Profile, SegmentChanged
 from streams.domain.facts import InteractionFact, PurchaseFact, PurchaseKind
 from streams.domain.offers import OfferDecision, Trigger
 from streams.domain.rules import Rules
@@ -491,3 +492,30 @@ def retention_offer(decision: OfferDecision, trigger: SegmentChange | ChurnAlert
         channel=decision.channel,
         profile=trigger.profile,
     )
+
+
+def offer_outcome(event: OfferOutcome) -> OfferOutcomeWire:
+    """The wire form of an offer outcome (a few per customer per year: validated)."""
+    return OfferOutcomeWire(
+        id=event.id,
+        customer_id=event.customer_id,
+        event_time=_utc(event.at_ms),
+        offer_id=event.offer_id,
+        trigger_id=event.trigger_id,
+        decided_at=_utc(event.decided_ms),
+        window_days=event.window_days,
+        arm=event.arm,
+        offer_code=event.offer_code,
+        quadrant=event.quadrant,
+        trigger=event.trigger,
+        converted=event.converted,
+        purchases=event.purchases,
+        refunds=event.refunds,
+        net_revenue_cents=event.net_cents,
+        first_purchase_at=utc(event.first_purchase_ms),
+        days_to_first_purchase=event.days_to_first_purchase,
+    )
+
+
+def offer_outcome_json(event: OfferOutcome) -> bytes:
+    return to_json_bytes(offer_outcome(event))

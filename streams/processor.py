@@ -47,6 +47,7 @@ from streams.convert import (
     fast_interaction,
     fast_purchase,
     interaction_fact,
+    offer_outcome_json,
     purchase_fact,
     segment_change_json,
 )
@@ -57,6 +58,7 @@ from streams.domain.events import (
     DomainEvent,
     DuplicateEvent,
     LateEvent,
+    OfferOutcome,
     SegmentChanged,
 )
 from streams.domain.facts import InteractionFact, PurchaseFact, SourcePosition
@@ -118,6 +120,7 @@ class Counters:
     segment_changes: int = 0
     churn_alerts: int = 0
     erasures: int = 0
+    offer_outcomes: int = 0
 
     def dead(self, code: str) -> None:
         self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
@@ -510,6 +513,10 @@ class Processor:
                 value = churn_alert_json(e, self.rules)
                 out.append(OutRecord(self.topics.churn_alerts, e.customer_id.encode(), value))
                 self._history.setdefault(e.customer_id, []).append((e.id, value.decode()))
+            elif isinstance(e, OfferOutcome):
+                self.counters.offer_outcomes += 1
+                value = offer_outcome_json(e)
+                out.append(OutRecord(self.topics.offer_outcomes, e.customer_id.encode(), value))
             elif isinstance(e, LateEvent):
                 out.append(self._dead(self._late_letter(e, record, raw)))
             elif isinstance(e, DuplicateEvent):

@@ -29,6 +29,7 @@ from streams.domain.drift import drift_crossing_age, drift_expected, drift_level
 from streams.domain.events import Cause, ChurnRiskRaised, OutputEvent, Profile, SegmentChanged
 from streams.domain.facts import MS_PER_DAY, day_of
 from streams.domain.model import Model
+from streams.domain.outcomes import count_purchase
 from streams.domain.rules import Rules
 from streams.domain.scoring import (
     ascending_score,
@@ -388,6 +389,9 @@ def fold_closed(state: CustomerState, now_ms: int, rules: Rules) -> Cause:
         state.pending = [p for p in state.pending if p[0] > now_ms]
         for p in ready:  # pending is kept sorted by (event time, event id)
             fold_purchase(state, p, bucket_days)
+        if state.outcomes:
+            for p in ready:
+                count_purchase(state.outcomes, p[0], p[2], p[3])
         last = ready[-1]
         cause = "refund" if all(p[2] == REFUND for p in ready) else "purchase"
         ids = state.folded_ids

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from streams.domain.classify import Classifier, Verdict
-from streams.domain.events import DomainEvent, DuplicateEvent, LateEvent
+from streams.domain.events import DomainEvent, DuplicateEvent, LateEvent, OutputEvent
 from streams.domain.facts import (
     MS_PER_DAY,
     InteractionFact,
@@ -44,6 +44,7 @@ from streams.domain.facts import (
 )
 from streams.domain.freshness import band_moved
 from streams.domain.model import Model
+from streams.domain.outcomes import close_due, count_purchase, next_close_ms, open_for
 from streams.domain.rules import Rules
 from streams.domain.state import (
     PURCHASE,
@@ -97,6 +98,7 @@ class PartitionEngine:
         self.touch_clock_ms = touch_clock_ms
         self._lateness = rules.allowed_lateness_ms
         self._horizon = rules.late_horizon_ms
+        self._offers = rules.offers
         self._due: list[tuple[int, str]] = []
         # customers whose profile changed (purchases folded or outputs made), for the views
         self.changed: set[str] = set()
@@ -168,7 +170,11 @@ class PartitionEngine:
             due = state.next_due_ms
             if due is None or not self._ready(due):
                 break
-            out.extend(self.classifier.evaluate(state, due))
+            events = self.classifier.evaluate(state, due)
+            if events or state.outcomes:
+                out.extend(self._outcomes(state, events, due))
+            else:
+                out.extend(events)
         # a churn band moved by time alone republishes the profile too (a drift level that
         # rose by time alone already did: it made a churn alert)
         if (
@@ -180,6 +186,25 @@ class PartitionEngine:
             if self.classifier.last_verdict is not None:
                 self.verdicts[state.customer_id] = self.classifier.last_verdict
         self._schedule(state)
+        return out
+
+    def _outcomes(
+        self, state: CustomerState, events: list[OutputEvent], now_ms: int
+    ) -> list[DomainEvent]:
+        """After an evaluation: close the offer outcomes whose window ended, open one per
+        offer or holdout the policy decides on the new triggers, and make the next window's
+        end a due time (so a silent customer's outcome closes by time alone)."""
+        out: list[DomainEvent] = []
+        if state.outcomes:
+            out.extend(close_due(state.customer_id, state.outcomes, now_ms))
+        out.extend(events)
+        if events:
+            out.extend(
+                open_for(state.customer_id, state.outcomes, state.offer_ms, events, self._offers)
+            )
+        close = next_close_ms(state.outcomes)
+        if close is not None and (state.next_due_ms is None or close < state.next_due_ms):
+            state.next_due_ms = close
         return out
 
     # ------------------------------------------------------------------ facts
@@ -257,7 +282,10 @@ class PartitionEngine:
             now = state.evaluated_ms  # never evaluate back in time
         w = self.rules.windows
         prune_buckets(state, now, w.bucket_days, w.long_buckets)
-        out.extend(self.classifier.evaluate(state, now, late=sign))
+        if state.outcomes:
+            count_purchase(state.outcomes, fact.at_ms, sign, fact.amount_cents)
+        events = self.classifier.evaluate(state, now, late=sign)
+        out.extend(self._outcomes(state, events, now) if events or state.outcomes else events)
         self.changed.add(state.customer_id)
         if self.classifier.last_verdict is not None:
             self.verdicts[state.customer_id] = self.classifier.last_verdict

@@ -105,5 +105,40 @@ class DuplicateEvent:
     why: Literal["redelivered", "duplicate_id"]
 
 
+@dataclass(frozen=True, slots=True)
+class OfferOutcome:
+    """What followed one offer decision (sent or held out), final once its window closed.
+
+    ``id`` is ``outcome:<trigger id>``: deterministic, one per decision. Counted in event
+    time over ``(decided_ms, closes_ms]``; ``net_cents`` is purchases minus refunds.
+    """
+
+    id: str
+    offer_id: str
+    trigger_id: str
+    customer_id: str
+    at_ms: int  # when the window closed: the event time of this output
+    decided_ms: int
+    window_days: int
+    arm: Literal["treated", "holdout"]
+    offer_code: str
+    quadrant: str
+    trigger: Literal["entered", "drifting"]
+    purchases: int
+    refunds: int
+    net_cents: int
+    first_purchase_ms: int | None
+
+    @property
+    def converted(self) -> bool:
+        return self.purchases > 0
+
+    @property
+    def days_to_first_purchase(self) -> float | None:
+        if self.first_purchase_ms is None:
+            return None
+        return (self.first_purchase_ms - self.decided_ms) / 86_400_000
+
+
 OutputEvent = SegmentChanged | ChurnRiskRaised
-DomainEvent = SegmentChanged | ChurnRiskRaised | LateEvent | DuplicateEvent
+DomainEvent = SegmentChanged | ChurnRiskRaised | LateEvent | DuplicateEvent | OfferOutcome

@@ -143,6 +143,13 @@ class OfferRule(_Strict):
     channel: str = Field("email", max_length=32)
     valid_days: int = Field(14, ge=1, le=365)
     reason: str = Field(min_length=1, max_length=200)
+    outcome_window_days: int | None = Field(
+        None,
+        ge=1,
+        le=365,
+        description="days after the decision in which a purchase counts as the offer's "
+        "outcome (None: the policy's outcome_window_days)",
+    )
 
 
 class OfferRules(_Strict):
@@ -153,7 +160,18 @@ class OfferRules(_Strict):
     cap_days: float = Field(90, gt=0)
     holdout_percent: float = Field(10, ge=0, le=100)
     holdout_salt: str = "rfm-stream"
+    outcome_window_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description="default outcome window: a purchase within this many days of an offer "
+        "(or a holdout decision) counts as its outcome",
+    )
     rules: tuple[OfferRule, ...] = ()
+
+    def window_days(self, rule: OfferRule) -> int:
+        """The outcome window of one policy rule."""
+        return rule.outcome_window_days or self.outcome_window_days
 
 
 class Rules(_Strict):

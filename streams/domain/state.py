@@ -20,6 +20,9 @@ What it keeps, and why:
 * **Redelivery guards** — the highest source offset applied per input partition, and the ids of
   events that could still legally arrive again (pending ones, and folded ones inside the late
   horizon).
+* **Offer outcomes** — the open outcome windows of the customer's offer and holdout decisions,
+  and the times of their recent decisions (cooldown and cap history), see
+  :mod:`streams.domain.outcomes`; few and bounded.
 * **Classification** — current scores, segment, quadrant, drift level, when each began, the
   output sequence number (output ids are ``customer:seq``), and the next time-driven due time.
 """
@@ -32,9 +35,11 @@ from typing import Any, Final
 import orjson
 
 from streams.domain.facts import MS_PER_DAY, day_of
+from streams.domain.outcomes import PendingOutcome
 
-_FORMAT: Final = 2
-_FORMATS: Final = (1, 2)  # format 1 (before late corrections) is upgraded on read
+_FORMAT: Final = 3
+# format 1 (before late corrections) and 2 (before offer outcomes) are upgraded on read
+_FORMATS: Final = (1, 2, 3)
 # positions in the serialized row (to_list) read without decoding the whole state
 _OFFSETS_AT: Final = 20
 _NEXT_DUE_AT: Final = 28
@@ -68,8 +73,10 @@ class CustomerState:
         "last_touch_ms",
         "model_version",
         "next_due_ms",
+        "offer_ms",
         "offsets",
         "orders",
+        "outcomes",
         "pending",
         "quadrant",
         "quadrant_since_ms",
@@ -124,6 +131,9 @@ class CustomerState:
         self.evaluated_ms: int | None = None
         self.next_due_ms: int | None = None
         self.model_version: str | None = None
+        # offer outcomes: open windows, and the times of recent recorded decisions
+        self.outcomes: list[PendingOutcome] = []
+        self.offer_ms: list[int] = []
 
     # ------------------------------------------------------------------ derived quantities
     @property
@@ -215,6 +225,8 @@ class CustomerState:
             self.next_due_ms,
             self.model_version,
             self.days,
+            [o.to_list() for o in self.outcomes],
+            self.offer_ms,
         ]
 
     def to_bytes(self) -> bytes:
@@ -278,6 +290,9 @@ class CustomerState:
             s.next_due_ms,
             s.model_version,
         ) = row[22:30]
+        if row[0] >= 3:
+            s.outcomes = [PendingOutcome.from_list(o) for o in row[31]]
+            s.offer_ms = list(row[32])
         return s
 
     @classmethod

@@ -278,9 +278,12 @@ def live_ready(state: CustomerState) -> CustomerState:
     """The state with its applied offsets reset: no record of the live topics was applied.
 
     The keys stay (they say which partition the customer is on, which the worker's due index
-    reads); the offsets become -1, so the live worker applies every record it reads.
+    reads); the offsets become -1, so the live worker applies every record it reads. No offer
+    was made for the history (the offers agent never saw it), so no offer outcome is pending.
     """
     state.offsets = dict.fromkeys(state.offsets, -1)
+    state.outcomes.clear()
+    state.offer_ms.clear()
     return state
 
 

@@ -120,13 +120,13 @@ def changelog_topic(settings: Settings) -> str:
 def compared_topics(settings: Settings) -> list[str]:
     """The output topics the Processor writes, hence the ones the reference predicts."""
     t = settings.topics
-    return [t.dead_letters, t.segment_changes, t.churn_alerts, t.customer_erased]
+    return [t.dead_letters, t.segment_changes, t.churn_alerts, t.customer_erased, t.offer_outcomes]
 
 
 def consumed_topics(settings: Settings) -> list[str]:
     """The topics the worker group consumes (and commits offsets for)."""
     t = settings.topics
-    return [*t.inputs(), t.segment_changes, t.churn_alerts, t.profiles]
+    return [*t.inputs(), t.segment_changes, t.churn_alerts, t.profiles, t.offer_outcomes]
 
 
 # --------------------------------------------------------------------------- records

@@ -19,6 +19,7 @@ from redis import exceptions as redis_errors
 
 from schemas.common import ID_PATTERN
 from streams.adapters.redis_views import DIMENSIONS, iso_ms
+from streams.domain.lift import lift_body
 from streams.web.feed import ALERTS_CAP, CHANGES_CAP, flows, now_ms, totals
 from streams.web.freshness import fresh_profile
 from streams.web.side import WebSide
@@ -344,6 +345,14 @@ class AlertsView(_Route):
         return self.reply({"count": len(alerts), "alerts": alerts})
 
 
+class LiftView(_Route):
+    """Lift of the retention offers: treated against holdout, per strategy and quadrant."""
+
+    async def handle(self, request: HttpRequest, **params: str) -> Any:
+        rows = await self.side.lift()
+        return self.reply(lift_body(rows, iso_ms(now_ms())))
+
+
 class ApiNotFoundView(_Route):
     """Unknown ``/api/...`` paths answer in JSON too (registered last: it matches anything)."""
 
@@ -352,7 +361,8 @@ class ApiNotFoundView(_Route):
             404,
             "not_found",
             f"no API route {request.path!r}; the API is /api/customers/{{id}}, "
-            "/api/segments[/history|/flows|/{dimension}/{name}] and /api/alerts/recent",
+            "/api/segments[/history|/flows|/{dimension}/{name}], /api/alerts/recent and "
+            "/api/lift",
         )
 
 
@@ -366,6 +376,7 @@ ROUTES: Final[tuple[tuple[str, type[_Route]], ...]] = (
     ("/api/segments/flows", FlowsView),
     ("/api/segments/{dimension}/{name}", AudienceView),
     ("/api/alerts/recent", AlertsView),
+    ("/api/lift", LiftView),
     ("/api/{tail:.*}", ApiNotFoundView),
     ("/dashboard", DashboardView),
     ("/", DashboardView),

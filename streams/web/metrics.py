@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from schemas import DeadLetterReason
+from streams.domain.lift import LiftRow
 from streams.processor import Counters
 
 OFFER_DECISIONS: Final = ("offer", "no_offer", "holdout", "capped", "cooldown")
@@ -46,6 +47,7 @@ class Snapshot:
 
     lag: Mapping[tuple[str, int], int]
     segments: Mapping[str, Mapping[str, int]] | None
+    lift: Sequence[LiftRow] | None = None
 
 
 class _StreamCollector(Collector):
@@ -96,6 +98,7 @@ class _StreamCollector(Collector):
             ),
             ("rfm_segment_changes", "Segment changes published.", c.segment_changes),
             ("rfm_churn_alerts", "Churn alerts published.", c.churn_alerts),
+            ("rfm_offer_outcomes", "Offer outcomes published (closed windows).", c.offer_outcomes),
         ):
             family = CounterMetricFamily(name, help_text)
             family.add_metric([], value)
@@ -117,12 +120,57 @@ class _StreamCollector(Collector):
             for name, n in sorted(names.items()):
                 sizes.add_metric([dimension, name], n)
         yield sizes
+        yield from lift_families(snap.lift or ())
         model = GaugeMetricFamily(
             "rfm_model_info", "The model this worker scores with.", labels=["version"]
         )
         if source is not None:
             model.add_metric([source.model.version], 1)
         yield model
+
+
+def lift_families(rows: Iterable[LiftRow]) -> Iterator[Metric]:
+    """Lift gauges (shared by all workers: from the outcome counters in Redis). Labels
+    ``offer_code`` and ``quadrant``; ``*`` is every strategy or every quadrant."""
+    labels = ["offer_code", "quadrant"]
+    outcomes = GaugeMetricFamily(
+        "rfm_offer_outcomes_closed",
+        "Closed offer outcomes by arm (treated: offer sent; holdout: control group).",
+        labels=[*labels, "arm"],
+    )
+    conversion = GaugeMetricFamily(
+        "rfm_offer_conversion",
+        "Share of closed outcomes with a purchase within the window, by arm.",
+        labels=[*labels, "arm"],
+    )
+    lift = GaugeMetricFamily(
+        "rfm_offer_lift",
+        "Conversion of the treated minus the holdout's (absent until both arms have outcomes).",
+        labels=labels,
+    )
+    bounds = GaugeMetricFamily(
+        "rfm_offer_lift_bound",
+        "The 95 % Newcombe interval of rfm_offer_lift (bound: low or high).",
+        labels=[*labels, "bound"],
+    )
+    revenue = GaugeMetricFamily(
+        "rfm_offer_incremental_revenue_cents",
+        "Net revenue in the window per offer sent, treated minus holdout (cents).",
+        labels=labels,
+    )
+    for row in rows:
+        key = [row.offer_code, row.quadrant]
+        for arm, counts in (("treated", row.treated), ("holdout", row.holdout)):
+            outcomes.add_metric([*key, arm], counts.n)
+            if counts.conversion is not None:
+                conversion.add_metric([*key, arm], counts.conversion)
+        if row.lift is not None and row.low is not None and row.high is not None:
+            lift.add_metric(key, row.lift)
+            bounds.add_metric([*key, "low"], row.low)
+            bounds.add_metric([*key, "high"], row.high)
+        if row.incremental_revenue_cents is not None:
+            revenue.add_metric(key, row.incremental_revenue_cents)
+    yield from (outcomes, conversion, lift, bounds, revenue)
 
 
 class WebMetrics:

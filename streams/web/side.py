@@ -15,8 +15,10 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from streams.adapters import ProfileViews, connect, redis_location, with_backoff
+from streams.adapters.outcome_store import OutcomeStore
 from streams.adapters.redis_views import DIMENSIONS
 from streams.config import Settings
+from streams.domain.lift import LiftRow, lift_table
 from streams.domain.model import Model
 from streams.domain.rules import Rules
 from streams.erasure import erase_request
@@ -64,11 +66,19 @@ class WebSide:
         self.dashboard = Dashboard.load()
         t = settings.topics
         self.consumed_topics = frozenset(
-            [*t.inputs(), t.profiles, t.segment_changes, t.churn_alerts, t.retention_offers]
+            [
+                *t.inputs(),
+                t.profiles,
+                t.segment_changes,
+                t.churn_alerts,
+                t.retention_offers,
+                t.offer_outcomes,
+            ]
         )
         self._client = redis_client
         self._views: ProfileViews | None = None
         self._feed: RecentFeed | None = None
+        self._outcomes: OutcomeStore | None = None
         self._warned_at = -WARN_EVERY_S
 
     # ---- hooks for the stream
@@ -119,6 +129,16 @@ class WebSide:
         if self._feed is None:
             self._feed = RecentFeed(self.redis(), self.settings.redis_prefix)
         return self._feed
+
+    @property
+    def outcomes(self) -> OutcomeStore:
+        if self._outcomes is None:
+            self._outcomes = OutcomeStore(self.redis(), self.settings.redis_prefix)
+        return self._outcomes
+
+    async def lift(self) -> list[LiftRow]:
+        """Lift per strategy, per quadrant and overall, from the outcome counters in Redis."""
+        return lift_table(await self.outcomes.aggregates())
 
     @property
     def redis_where(self) -> str:
@@ -208,7 +228,11 @@ class WebSide:
         except (redis_errors.RedisError, TimeoutError):
             latest = self.history.latest()  # a stale value beats a gap in the graph
             segments = {d: latest[d] for d in DIMENSIONS if d in latest} if latest else None
-        return self.metrics.render(Snapshot(lag, segments))
+        try:
+            lift: list[LiftRow] | None = await asyncio.wait_for(self.lift(), REDIS_TIMEOUT_S)
+        except (redis_errors.RedisError, TimeoutError):
+            lift = None
+        return self.metrics.render(Snapshot(lag, segments, lift))
 
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition of the topics this worker consumes: end minus committed.

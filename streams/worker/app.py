@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import orjson
 
-from schemas import ChurnAlert, SegmentChange, parse_output, to_json_bytes
+from schemas import ChurnAlert, OfferOutcome, SegmentChange, parse_output, to_json_bytes
 from streams.adapters import connect
 from streams.adapters.erasure import RedisEraser
 from streams.adapters.offer_store import OfferStore, keep_ms_for
+from streams.adapters.outcome_store import OutcomeStore
 from streams.adapters.redis_views import ProfileViews, profile_update
 from streams.adapters.retry import with_backoff
 from streams.config import Settings, erasure_salt_is_default
@@ -228,6 +230,19 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             what="the offers agent",
         )
 
+    outcomes_topic = app.topic(t.offer_outcomes, key_type=bytes, value_type=bytes)
+
+    @app.agent(outcomes_topic)
+    async def outcomes(stream: Any) -> None:
+        """Offer outcomes → the lift aggregates in Redis, each outcome id counted once."""
+
+        async def handle(events: list[Any]) -> None:
+            await redis_side.count_outcomes([event.value for event in events])
+
+        await consume(
+            app, stream, handle, max_events=FEED_BATCH, within_s=batch_within, what="outcomes"
+        )
+
     offers_topic = app.topic(t.retention_offers, key_type=bytes, value_type=bytes)
 
     @app.agent(offers_topic)
@@ -275,6 +290,27 @@ class RedisSide:
         self._offers: OfferStore | None = None
         self._eraser: RedisEraser | None = None
         self._salt = settings.erasure_salt.get_secret_value()
+        self._outcomes: OutcomeStore | None = None
+
+    async def count_outcomes(self, batch: Sequence[bytes]) -> None:
+        """Add closed offer outcomes to the lift counters (idempotent by outcome id)."""
+        parsed = []
+        for raw in batch:
+            try:
+                event = parse_output(raw)
+            except ValueError:
+                log.warning("ignoring a record on the outcomes topic that is not an outcome")
+                continue
+            if isinstance(event, OfferOutcome):
+                parsed.append(orjson.loads(raw))
+        if not parsed:
+            return
+        if self._outcomes is None:
+            self._outcomes = OutcomeStore(connect(self.settings), self.settings.redis_prefix)
+        store = self._outcomes
+        await with_backoff(
+            lambda: store.add(parsed), what="lift counters", where=self.settings.redis_url
+        )
 
     def _connect(self) -> tuple[ProfileViews, OfferStore]:
         if self._views is None or self._offers is None or self._eraser is None:

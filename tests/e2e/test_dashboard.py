@@ -115,6 +115,7 @@ class DashboardDom(HTMLParser):
         self.alert_ids: list[str] = []
         self.drifting_ids: list[str] = []
         self.total: int | None = None
+        self.lift_rows: list[tuple[str, str, int, int]] = []
         self.state: str | None = None
         self._tile: str | None = None
 
@@ -134,6 +135,15 @@ class DashboardDom(HTMLParser):
             self.alert_ids.append(a["data-alert-id"])
             if "drifting" in classes:
                 self.drifting_ids.append(a["data-alert-id"])
+        if "data-lift-offer" in a:
+            self.lift_rows.append(
+                (
+                    a["data-lift-offer"],
+                    a["data-lift-quadrant"],
+                    int(a["data-treated"]),
+                    int(a["data-holdout"]),
+                )
+            )
         if a.get("id") == "total" and a.get("data-count"):
             self.total = int(a["data-count"])
 
@@ -211,10 +221,12 @@ def test_dashboard_shows_the_api_counts(browser: str, pipeline: Served, tmp_path
     url = f"{pipeline.base_url}/?token={TOKEN}"
     before = pipeline.api("/api/segments")["dimensions"]
     alerts = pipeline.api("/api/alerts/recent?limit=30")["alerts"]
+    lift = pipeline.api("/api/lift")["rows"]
 
     dom = DashboardDom()
     dom.feed(browse(browser, url, tmp_path / "profile-dom", "--dump-dom"))
     after = pipeline.api("/api/segments")["dimensions"]
+    assert lift == pipeline.api("/api/lift")["rows"], "the lift moved while the browser read it"
     assert before == after, "the counts moved while the browser read them"
 
     assert dom.state == "live", f"the page is {dom.state!r}, not live (token not sent?)"
@@ -226,6 +238,14 @@ def test_dashboard_shows_the_api_counts(browser: str, pipeline: Served, tmp_path
     assert dom.alert_ids == [a["id"] for a in alerts]
     assert dom.drifting_ids == [a["id"] for a in alerts if a["true_friend_drifting"]]
     assert dom.drifting_ids, "the synthetic drifters should raise true-friend alerts"
+    # the lift panel: one row per strategy and the overall one, as the API says
+    shown = [r for r in lift if r["offer_code"] != "*" or r["quadrant"] == "*"]
+    assert dom.lift_rows == [
+        (r["offer_code"], r["quadrant"], r["treated"]["outcomes"], r["holdout"]["outcomes"])
+        for r in shown
+    ]
+    assert dom.lift_rows, "the regulars' recognition offers should have closed outcomes"
+    assert dom.lift_rows[-1][:2] == ("*", "*")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -68,7 +68,7 @@ def test_replay_equals_reference(isolated_settings: Settings, tmp_path: Path) ->
     assert_same_outputs(expected, actual, "one worker, 4 partitions")
     # the log exercises every kind of output
     kinds = {o.event.type for o in actual}
-    assert kinds == {"segment_change", "churn_alert", "dead_letter"}
+    assert kinds == {"segment_change", "churn_alert", "dead_letter", "offer_outcome"}
 
 
 def test_two_workers_share_the_partitions(isolated_settings: Settings, tmp_path: Path) -> None:

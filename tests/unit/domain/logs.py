@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 from streams.domain.engine import DictStore, PartitionEngine
-from streams.domain.events import DomainEvent, OutputEvent
+from streams.domain.events import DomainEvent, OfferOutcome, OutputEvent
 from streams.domain.facts import (
     MS_PER_DAY,
     InteractionFact,
@@ -60,6 +60,7 @@ class Run:
     """What a reference run produced: outputs, everything else, and the final states."""
 
     outputs: list[OutputEvent] = field(default_factory=list)
+    outcomes: list[OfferOutcome] = field(default_factory=list)
     other: list[DomainEvent] = field(default_factory=list)
     engine: PartitionEngine | None = None
 
@@ -91,7 +92,9 @@ def feed(
 
 def collect(events: list[DomainEvent], run: Run) -> None:
     for e in events:
-        if hasattr(e, "id"):
+        if isinstance(e, OfferOutcome):
+            run.outcomes.append(e)
+        elif hasattr(e, "id"):
             run.outputs.append(e)  # type: ignore[arg-type]
         else:
             run.other.append(e)

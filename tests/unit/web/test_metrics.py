@@ -116,3 +116,30 @@ def test_registries_are_private() -> None:
         == 0
     )
     assert prometheus_client.REGISTRY.get_sample_value("rfm_retention_offers_total") is None
+
+
+def test_lift_gauges_from_the_outcome_counters() -> None:
+    from streams.domain.lift import ArmCounts, lift_table
+
+    rows = lift_table(
+        {
+            ("TF-RECOGNITION", "true_friend", "treated"): ArmCounts(100, 40, 400_000, 0, 0.0),
+            ("TF-RECOGNITION", "true_friend", "holdout"): ArmCounts(20, 5, 50_000, 0, 0.0),
+        }
+    )
+    samples, types = parsed(WebMetrics(processor()).render(Snapshot({}, None, rows)))
+    key = (("offer_code", "TF-RECOGNITION"), ("quadrant", "*"))
+    assert types["rfm_offer_lift"] == "gauge"
+    assert samples["rfm_offer_lift"][key] == 0.40 - 0.25
+    low = samples["rfm_offer_lift_bound"][(("bound", "low"), *key)]
+    high = samples["rfm_offer_lift_bound"][(("bound", "high"), *key)]
+    assert low < 0.15 < high
+    assert samples["rfm_offer_conversion"][(("arm", "holdout"), *key)] == 0.25
+    assert samples["rfm_offer_outcomes_closed"][(("arm", "treated"), *key)] == 100
+    assert samples["rfm_offer_incremental_revenue_cents"][key] == 4_000 - 2_500
+
+
+def test_without_outcomes_the_lift_gauges_are_empty() -> None:
+    samples, types = parsed(WebMetrics(processor()).render(Snapshot({}, None)))
+    assert "rfm_offer_lift" in types and "rfm_offer_lift" not in samples
+    assert samples["rfm_offer_outcomes_total"][()] == 0

@@ -97,6 +97,7 @@ async def test_ready_is_503_with_a_reason_per_dependency(secured: TestClient[Any
         "/api/segments/quadrant/true_friend",
         "/api/customers/c1",
         "/api/alerts/recent",
+        "/api/lift",
         "/api/anything/else",
         "/metrics",
     ],
@@ -111,7 +112,7 @@ async def test_data_routes_need_the_token(secured: TestClient[Any, Any], path: s
 
 
 async def test_with_the_token_redis_being_down_is_a_503(secured: TestClient[Any, Any]) -> None:
-    for path in ("/api/segments", "/api/customers/c1", "/api/alerts/recent"):
+    for path in ("/api/segments", "/api/customers/c1", "/api/alerts/recent", "/api/lift"):
         response = await secured.get(path, headers=AUTH)
         assert response.status == 503, path
         body = await response.json()
