@@ -6,8 +6,10 @@ Keys (``P`` is ``Settings.redis_prefix``):
     over closed outcomes of that group: ``n`` (outcomes), ``converted``, ``net_cents``,
     ``days_ms`` (time to the first purchase, converted ones) as integers, ``net_sq`` (squared
     net cents, for the revenue interval) as a float.
-``P lift:seen:<outcome id>`` — string, set when an outcome was counted; expires after
-    ``seen_ttl_ms`` (400 days by default, far beyond any redelivery).
+``P lift:seen:<sha256 of the outcome id>`` — string, set when an outcome was counted; expires
+    after ``seen_ttl_ms`` (400 days by default, far beyond any redelivery). Hashed because an
+    outcome id names its customer: no lift key holds a customer id, so erasure has nothing
+    to delete here and the counters stay anonymous aggregates.
 
 **Guarantee.** Each outcome is one Lua script: ``SET seen NX`` and, only if it was new, the
 ``HINCRBY``\\s, atomically. A redelivered outcome (a worker restarted before committing, or the
@@ -17,6 +19,7 @@ counters are exactly the fold of the distinct outcome ids.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -60,7 +63,8 @@ class OutcomeStore:
         self._count = client.register_script(_COUNT_LUA)
 
     def seen_key(self, outcome_id: str) -> str:
-        return f"{self.prefix}lift:seen:{outcome_id}"
+        digest = hashlib.sha256(outcome_id.encode()).hexdigest()
+        return f"{self.prefix}lift:seen:{digest}"
 
     async def add(self, outcomes: Sequence[dict[str, Any]]) -> int:
         """Count each outcome (parsed ``offer-outcomes`` JSON) once; returns how many were new."""
