@@ -225,9 +225,7 @@ def _hyp2f1(a: float, b: float, c: float, z: float) -> float:
     if math.isfinite(value):
         return value
     step = _HYP2F1_C_STEP * max(1.0, abs(c))
-    value = 0.5 * (
-        float(_hyp2f1_real(a, b, c - step, z)) + float(_hyp2f1_real(a, b, c + step, z))
-    )
+    value = 0.5 * (float(_hyp2f1_real(a, b, c - step, z)) + float(_hyp2f1_real(a, b, c + step, z)))
     if not math.isfinite(value):
         raise ArithmeticError(f"2F1({a}, {b}; {c}; {z}) is not finite")
     return value
