@@ -34,13 +34,14 @@ def say(message: str) -> None:
 
 
 # The modules on the per-event path. Not compiled: the package __init__ (it chooses at
-# import), ``rules`` (pydantic models, read once) and ``model`` (calibration, once per model).
+# import), ``rules`` (pydantic models, read once), ``model`` (calibration, once per model) and
+# ``events`` (dataclasses only: a compiled dataclass is built through the same interpreted
+# ``__init__``, with slower attribute stores, so compiling it makes each profile dearer).
 COMPILED = (
     "churn",
     "classify",
     "drift",
     "engine",
-    "events",
     "facts",
     "offers",
     "outcomes",

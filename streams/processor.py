@@ -239,6 +239,8 @@ class Processor:
         self._stores: dict[int, PartitionStore] = {}
         self._ledgers: dict[int, ErasureLedger] = {}
         self._salt = settings.erasure_salt.get_secret_value()
+        # each partition's clock as last read from or written to its store
+        self._clocks: dict[int, tuple[int | None, int | None]] = {}
         self._history: dict[str, list[tuple[str, str]]] = {}
         self.counters = Counters()
 
@@ -262,6 +264,7 @@ class Processor:
             self._engines[partition] = engine
             self._stores[partition] = store
             self._ledgers[partition] = ErasureLedger(self._salt, store.erased_hashes())
+            self._clocks[partition] = (purchases_ms, interactions_ms)
         return engine
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -270,6 +273,7 @@ class Processor:
             self._engines.pop(p, None)
             self._stores.pop(p, None)
             self._ledgers.pop(p, None)
+            self._clocks.pop(p, None)
 
     def read_time(self, customer_id: str) -> tuple[int, Model, Rules] | None:
         """(now, model, rules) for figures computed when a profile is read: now is the latest
@@ -495,10 +499,11 @@ class Processor:
         return out
 
     def _save_clock(self, partition: int, engine: PartitionEngine) -> None:
-        store = self._stores[partition]
-        now = (engine.clock_ms, engine.touch_clock_ms)
-        if store.clock() != now:
-            store.put_clock(*now)
+        """Write the partition clock when it moved (the store's copy is only written here)."""
+        saved = self._clocks[partition]
+        if saved[0] != engine.clock_ms or saved[1] != engine.touch_clock_ms:
+            self._clocks[partition] = (engine.clock_ms, engine.touch_clock_ms)
+            self._stores[partition].put_clock(engine.clock_ms, engine.touch_clock_ms)
 
     def _publish(self, events: list[DomainEvent], record: InRecord, raw: bytes) -> list[OutRecord]:
         out: list[OutRecord] = []

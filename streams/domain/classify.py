@@ -16,8 +16,8 @@ purchase on the stream's hot path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import product
+from typing import final
 
 from streams.domain.churn import (
     churn_risk_band,
@@ -54,25 +54,67 @@ _CROSSING_CACHE = 100_000
 _DUE_ADJUST_STEPS = 8
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Verdict:
-    """The classification part of a profile: what evaluation compares against state."""
+    """The classification part of a profile: what evaluation compares against state.
 
-    scores: tuple[int, int, int]
-    segment: str
-    quadrant: str
-    loyal: bool
-    profitable: bool
-    p_alive: float
-    level: int
-    days_since: float
-    age_days: float
-    short_orders: int
-    short_cents: int
-    long_orders: int
-    long_cents: int
-    short_oldest: int | None
-    long_oldest: int | None
+    A plain class rather than a frozen dataclass: one is built per evaluation, and a frozen
+    dataclass's generated ``__init__`` (interpreted even in the compiled core) costs more than
+    the rest of the verdict. Treat it as read-only.
+    """
+
+    __slots__ = (
+        "age_days",
+        "days_since",
+        "level",
+        "long_cents",
+        "long_oldest",
+        "long_orders",
+        "loyal",
+        "p_alive",
+        "profitable",
+        "quadrant",
+        "scores",
+        "segment",
+        "short_cents",
+        "short_oldest",
+        "short_orders",
+    )
+
+    def __init__(
+        self,
+        *,
+        scores: tuple[int, int, int],
+        segment: str,
+        quadrant: str,
+        loyal: bool,
+        profitable: bool,
+        p_alive: float,
+        level: int,
+        days_since: float,
+        age_days: float,
+        short_orders: int,
+        short_cents: int,
+        long_orders: int,
+        long_cents: int,
+        short_oldest: int | None,
+        long_oldest: int | None,
+    ) -> None:
+        self.scores = scores
+        self.segment = segment
+        self.quadrant = quadrant
+        self.loyal = loyal
+        self.profitable = profitable
+        self.p_alive = p_alive
+        self.level = level
+        self.days_since = days_since
+        self.age_days = age_days
+        self.short_orders = short_orders
+        self.short_cents = short_cents
+        self.long_orders = long_orders
+        self.long_cents = long_cents
+        self.short_oldest = short_oldest
+        self.long_oldest = long_oldest
 
 
 class Classifier:
@@ -336,6 +378,40 @@ class Classifier:
             at -= 1
         return at
 
+    def _drift_due(
+        self, state: CustomerState, x: int, t_x: int, first_day: int, before: int | None
+    ) -> int | None:
+        """The first millisecond at which the drift level exceeds the state's, when that may
+        come before ``before`` (None: no bound); None when it never comes, or surely not before.
+
+        The level only rises with time between purchases, so when it has not risen by
+        ``before`` the crossing lies after it: one evaluation of the level instead of a root
+        search (dozens of them). A cached crossing is turned into a due time only when it may
+        fall before ``before``: :meth:`_drift_due_ms` moves it by at most a few milliseconds.
+        """
+        key = (x, t_x, state.gap_sq_days, state.drift_level)
+        if key in self._crossings:
+            crossing = self._crossings[key]
+            if crossing is None:
+                return None
+            if (
+                before is not None
+                and math.floor((first_day + crossing) * MS_PER_DAY) - _DUE_ADJUST_STEPS >= before
+            ):
+                return None
+        else:
+            if before is not None and self._level_at(state, first_day, before) <= state.drift_level:
+                return None
+            if len(self._crossings) >= _CROSSING_CACHE:
+                self._crossings.clear()
+            crossing = drift_crossing_age(
+                self.model.bgnbd, x, t_x, state.gap_sq_days, state.drift_level, self._drift
+            )
+            self._crossings[key] = crossing
+            if crossing is None:
+                return None
+        return self._drift_due_ms(state, first_day, crossing)
+
     def _next_due(self, state: CustomerState, v: Verdict, now: int) -> int | None:
         """The earliest event time after ``now`` at which this customer must be re-run."""
         assert state.first_ms is not None and state.last_ms is not None
@@ -356,19 +432,6 @@ class Classifier:
         x = state.repeat_days
         first_day = day_of(state.first_ms)
         t_x = day_of(state.last_ms) - first_day
-        if state.drift_level < 3 and x > 0:
-            key = (x, t_x, state.gap_sq_days, state.drift_level)
-            if key in self._crossings:
-                crossing = self._crossings[key]
-            else:
-                if len(self._crossings) >= _CROSSING_CACHE:
-                    self._crossings.clear()
-                crossing = drift_crossing_age(
-                    self.model.bgnbd, x, t_x, state.gap_sq_days, state.drift_level, self._drift
-                )
-                self._crossings[key] = crossing
-            if crossing is not None:
-                consider(self._drift_due_ms(state, first_day, crossing))
         if v.loyal:
             threshold = self._min_alive * (1 - self._rel)
             if 0 < threshold < 1:
@@ -377,6 +440,12 @@ class Classifier:
                     consider(math.floor((first_day + crossing) * MS_PER_DAY) + 1)
         if now - state.first_ms < self._tenure_ms:
             consider(state.first_ms + self._tenure_ms)
+        # Drift last: its due time needs a root search, so it is skipped whenever another due
+        # time is known to come first (see _drift_due).
+        if state.drift_level < 3 and x > 0 and (best is None or best > now):
+            due = self._drift_due(state, x, t_x, first_day, best)
+            if due is not None:
+                consider(due)
         return best
 
 

@@ -3,6 +3,11 @@
 Output events carry a deterministic id, ``customer_id:seq``, where ``seq`` is the customer's
 own output counter kept in state: a replay of the same log gives the same ids, so every
 consumer can drop duplicates by id.
+
+The records built per evaluation (profiles, outputs) are dataclasses that are hashable and
+compared by value but not ``frozen``: a frozen dataclass's ``__init__`` sets every field
+through ``object.__setattr__``, which costs more than the rest of building a profile on the
+per-event path. Nothing mutates them once built; treat them as read-only.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ Cause = Literal["purchase", "refund", "time", "late_purchase", "import"]
 Dimension = Literal["rfm_segment", "quadrant"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Profile:
     """A customer as classified at ``at_ms`` (event time); what views and outputs show."""
 
@@ -50,7 +55,7 @@ class Profile:
     last_interaction_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SegmentChanged:
     """The customer moved to another RFM segment or quadrant (``from_value`` None: first)."""
 
@@ -64,7 +69,7 @@ class SegmentChanged:
     profile: Profile
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ChurnRiskRaised:
     """The customer's drift toward churn reached a higher severity."""
 

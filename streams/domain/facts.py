@@ -6,6 +6,9 @@ core never sees JSON, pydantic or Kafka. Units are chosen for exactness and spee
 * time is integer epoch **milliseconds** (UTC) — event time, never the wall clock;
 * money is integer **cents** of the configured reporting currency, so sums are exact and
   independent of the order events arrive in (float sums are not).
+
+The facts are built once per input record: hashable, compared by value, but not ``frozen``
+dataclasses (whose ``__init__`` costs twice as much); nothing mutates them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class PurchaseKind(StrEnum):
     REFUND = "refund"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PurchaseFact:
     """One order or refund. ``amount_cents`` is always >= 0; ``kind`` gives the sign."""
 
@@ -36,7 +39,7 @@ class PurchaseFact:
     margin_cents: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class InteractionFact:
     """One non-purchase touch point (visit, email open, cart add, support ticket, ...)."""
 
@@ -46,7 +49,7 @@ class InteractionFact:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SourcePosition:
     """Where a fact was read from; lets the state skip redeliveries after a crash."""
 
