@@ -216,11 +216,16 @@ class BulkMemoryStore(BulkRestore, faust_memory.Store[Any, Any]):
     def write_acknowledged(
         self, partition: int, rows: Sequence[tuple[str, bytes | None]], offset: int
     ) -> None:
-        """The worker's writes, once the changelog has them up to ``offset``."""
+        """The worker's writes, once the changelog has them up to ``offset``.
+
+        Each value is copied to an object of its own size: orjson's ``dumps`` (the states'
+        ``to_bytes``) returns bytes inside a 4 KiB or larger allocation, so holding its result
+        cost ~4-8 KB per customer instead of ~400 B.
+        """
         data = self.data
         where = self._key_partition
         for key, raw in rows:
-            data[key] = raw
+            data[key] = bytes(memoryview(raw))
             where[key] = partition
         self.set_persisted_offset(TP(self.table.changelog_topic_name, partition), offset)
 

@@ -152,3 +152,23 @@ def test_memory_store_keeps_standbys_and_forgets_partitions_it_no_longer_holds(
     assert store.persisted_offset(TP(topic, 2)) is None
     store.set_persisted_offset(TP(topic, 0), 9)
     assert store.persisted_offset(TP(topic, 0)) == 9
+
+
+def test_memory_store_holds_values_at_their_own_size(tmp_path: Path) -> None:
+    """orjson's results sit in 4 KiB+ allocations: the store keeps right-sized copies."""
+    import tracemalloc
+
+    import orjson
+
+    table = _table("memory", tmp_path)
+    store: BulkMemoryStore = table.data
+    tracemalloc.start()
+    try:
+        rows = [(f"c{i}", orjson.dumps([2, f"c{i}", "x" * 300])) for i in range(500)]
+        store.write_acknowledged(0, rows, 499)
+        del rows
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(store.data) == 500
+    assert held / 500 < 1024, f"{held / 500:.0f} B held per value of ~320 B"
