@@ -37,8 +37,10 @@ end unless --keep):
 Figures are printed as a table and as plain ``figure:`` lines; --json writes them too. Wall
 times depend on what else runs on the machine; the worker's CPU seconds much less. Targets
 (issue #10): recovery of 1 M customers <= 30 s with RocksDB; <= 1 KiB resident per customer.
-At 1 M customers the run takes about 15-20 minutes on 2 cores (most of it the two full
-restores through Faust) and the memory-store worker peaks at about 3.5 GB resident.
+At 1 M customers the run takes about 10 minutes on 2 cores (the templates and the seed
+are most of it; the worker's stores restore in bulk, streams/worker/bulk_store.py).
+--processed N measures resident bytes per customer created by processing instead of restored
+(--only-processed: that alone).
 Kafka and Redis come from RFM_KAFKA_BOOTSTRAP / RFM_REDIS_URL, else from .local/stack.env.
 --worker-env KEY=VALUE passes Faust settings (e.g. STREAM_BUFFER_MAXSIZE) to every worker, and
 --py-spy DIR records a flame graph of each seeded worker from start to back-to-processing.
