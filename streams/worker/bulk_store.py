@@ -225,8 +225,12 @@ class BulkMemoryStore(BulkRestore, faust_memory.Store[Any, Any]):
         data = self.data
         where = self._key_partition
         for key, raw in rows:
-            data[key] = bytes(memoryview(raw))
-            where[key] = partition
+            if raw is None:  # a tombstone (an erased customer)
+                data.pop(key, None)
+                where.pop(key, None)
+            else:
+                data[key] = bytes(memoryview(raw))
+                where[key] = partition
         self.set_persisted_offset(TP(self.table.changelog_topic_name, partition), offset)
 
     def local_rows(self) -> Iterator[tuple[str, bytes]]:

@@ -172,3 +172,11 @@ def test_memory_store_holds_values_at_their_own_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert len(store.data) == 500
     assert held / 500 < 1024, f"{held / 500:.0f} B held per value of ~320 B"
+
+
+def test_an_acknowledged_tombstone_removes_the_local_row(table: Any) -> None:
+    store = table.data
+    store.write_acknowledged(3, [("gone", b"[1]"), ("kept", b"[2]")], 10)
+    store.write_acknowledged(3, [("gone", None)], 11)
+    assert _local(table) == {"kept": b"[2]"}
+    assert store.persisted_offset(TP(table.changelog_topic_name, 3)) in (11, None)
