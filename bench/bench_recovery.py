@@ -37,8 +37,10 @@ end unless --keep):
 Figures are printed as a table and as plain ``figure:`` lines; --json writes them too. Wall
 times depend on what else runs on the machine; the worker's CPU seconds much less. Targets
 (issue #10): recovery of 1 M customers <= 30 s with RocksDB; <= 1 KiB resident per customer.
-At 1 M customers the run takes about 15-20 minutes on 2 cores (most of it the two full
-restores through Faust) and the memory-store worker peaks at about 3.5 GB resident.
+At 1 M customers the run takes about 10 minutes on 2 cores (the templates and the seed
+are most of it; the worker's stores restore in bulk, streams/worker/bulk_store.py).
+--processed N measures resident bytes per customer created by processing instead of restored
+(--only-processed: that alone).
 Kafka and Redis come from RFM_KAFKA_BOOTSTRAP / RFM_REDIS_URL, else from .local/stack.env.
 --worker-env KEY=VALUE passes Faust settings (e.g. STREAM_BUFFER_MAXSIZE) to every worker, and
 --py-spy DIR records a flame graph of each seeded worker from start to back-to-processing.
@@ -115,6 +117,8 @@ RESIDENT_TARGET_B = 1024
 RESTORE_START = "Restoring state from changelog topics"
 RESTORE_DONE = "Done reading from changelog topics"
 WORKER_READY = "Worker ready"
+# the worker's own bulk restore (streams/worker/bulk_store.py), one line per rebalance
+BULK_RESTORE = re.compile(r"bulk restore: (\d+) changelog records of \d+ partitions in ([\d.]+) s")
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
@@ -687,6 +691,9 @@ class Options:
     worker_env: dict[str, str]
     py_spy: Path | None
     run_id: str
+    processed: int = 0
+    processed_events: int = 0
+    only_processed: bool = False
 
 
 def stack_defaults() -> dict[str, str]:
@@ -764,7 +771,10 @@ class Bench:
             restore_done = worker.log_seconds(RESTORE_DONE)
             run.start_to_restore_s = restore_start
             run.start_to_log_ready_s = worker.log_seconds(WORKER_READY)
-            if restore_start is not None and restore_done is not None:
+            bulk = BULK_RESTORE.findall(worker.log_path.read_text(errors="replace"))
+            if bulk:  # the store restored in bulk before Faust's recovery started
+                run.restore_s = sum(float(seconds) for _, seconds in bulk)
+            elif restore_start is not None and restore_done is not None:
                 run.restore_s = restore_done - restore_start
                 # the log has ms timestamps; /ready is polled every 0.1 s
                 if run.start_to_ready_s + 0.05 < restore_done:
@@ -1122,7 +1132,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="prefix of every topic, group, Redis key and temp dir (default: benchrec<random>)",
     )
+    parser.add_argument(
+        "--processed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also: resident bytes per customer after N customers were created by processing "
+        "(the throughput workload through a memory-store worker), then after its restart",
+    )
+    parser.add_argument(
+        "--processed-events",
+        type=int,
+        default=0,
+        help="events of that workload (default 10 per customer)",
+    )
+    parser.add_argument(
+        "--only-processed", action="store_true", help="run only the --processed measurement"
+    )
     args = parser.parse_args(argv)
+    if args.only_processed:
+        return processed_memory(
+            args.processed or 100_000, args.processed_events, args.keep, args.json
+        )
     if args.customers < args.partitions or args.partitions < 1:
         parser.error("--customers must be at least --partitions, and --partitions at least 1")
     options = Options(
@@ -1139,11 +1170,105 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy=args.py_spy,
         run_id=args.run_id or f"benchrec{secrets.token_hex(3)}",
     )
+    options.processed = args.processed
+    options.processed_events = args.processed_events
     bench = Bench(options)
     try:
-        return bench.execute()
+        code = bench.execute()
     finally:
         bench.cleanup()
+    if args.processed:
+        code = max(code, processed_memory(args.processed, args.processed_events, args.keep, None))
+    return code
+
+
+def processed_memory(customers: int, events: int, keep: bool, json_path: Path | None) -> int:
+    """Resident bytes per customer after the customers were created by processing, and after
+    the same worker restarted and restored them (memory store, both times).
+
+    The throughput benchmark's workload (``bench/workload.py``: Gamma-distributed activity, so
+    some ids never occur) is produced to a fresh app's inputs; a worker started before it (its
+    RSS when ready over an empty table is the baseline) reads all of it; once every record is
+    consumed and the batches flushed, RSS − baseline is divided by the customers that occur.
+    """
+    from bench.kit import delete_topics, run_prefix, stack_settings, worker, worker_consumed
+    from bench.workload import Workload, generate
+    from streams.tools.replay import produce
+
+    events = events or customers * 10
+    prefix = run_prefix("memproc").rstrip(".")
+    settings = stack_settings(topic_prefix=f"{prefix}.", app_id=prefix, redis_prefix=f"{prefix}:")
+    ensure_topics(settings)
+    plan = generate(Workload(events=events, customers=customers), settings)
+    inputs = (settings.topics.purchases, settings.topics.interactions)
+    occurring = len({p.key for p in plan if p.topic in inputs})
+    figures: dict[str, Any] = {"events": len(plan), "customers": occurring}
+    data_dir = tempfile.mkdtemp(prefix=f"{prefix}-")
+
+    def ready(port: int, proc: Any, timeout: float = 900.0) -> float:
+        while True:
+            proc.check()
+            try:
+                url = f"http://127.0.0.1:{port}/ready"
+                with urllib.request.urlopen(url, timeout=2.0) as answer:
+                    if int(answer.status) == 200:
+                        return float(time.perf_counter() - proc.started)
+            except (urllib.error.URLError, OSError, TimeoutError):
+                pass
+            if time.perf_counter() - proc.started > timeout:
+                raise RuntimeError(f"not ready after {timeout:.0f} s:\n{proc.tail()}")
+            time.sleep(0.2)
+
+    try:
+        proc, port = worker(settings, "memproc", store="memory", data_dir=data_dir)
+        try:
+            ready(port, proc)
+            time.sleep(3.0)
+            figures["rss_empty_b"] = base = proc.rss_bytes()
+            console.print(
+                f"processed: {len(plan):,} events, {occurring:,} customers; worker ready, "
+                f"RSS {base / MIB:,.0f} MiB; producing"
+            )
+            produce(plan, settings)
+            started = time.perf_counter()
+            while (worker_consumed(port) or 0) < len(plan):
+                proc.check()
+                if time.perf_counter() - started > 3600:
+                    raise RuntimeError("the worker did not consume the log within an hour")
+                time.sleep(1.0)
+            figures["processing_s"] = time.perf_counter() - started
+            time.sleep(5.0)
+            figures["rss_processed_b"] = proc.rss_bytes()
+        finally:
+            proc.stop(60.0)
+        proc, port = worker(settings, "memproc-restart", store="memory", data_dir=data_dir)
+        try:
+            figures["restart_ready_s"] = ready(port, proc)
+            time.sleep(3.0)
+            figures["rss_restored_b"] = proc.rss_bytes()
+        finally:
+            proc.stop(60.0)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if not keep:
+            delete_topics(settings, prefix)
+    per_processed = (figures["rss_processed_b"] - base) / occurring
+    per_restored = (figures["rss_restored_b"] - base) / occurring
+    figures |= {"processed_b_per_customer": per_processed, "restored_b_per_customer": per_restored}
+    for what, value in (("created by processing", per_processed), ("restored", per_restored)):
+        verdict = "meets" if value <= RESIDENT_TARGET_B else "MISSES"
+        console.print(
+            f"figure: resident bytes per customer (memory store, − empty table), {occurring:,} "
+            f"customers {what}: {value:,.0f} B ({verdict} ≤ {RESIDENT_TARGET_B} B)"
+        )
+    console.print(
+        f"figure: processing {len(plan):,} events took {figures['processing_s']:.1f} s; "
+        f"restart to ready {figures['restart_ready_s']:.1f} s; load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_
 from streams.security import faust_broker_options
 from streams.web import register_web
 from streams.worker.batches import consume, consume_bulk
+from streams.worker.bulk_store import STORE_URLS, BulkRestore
 from streams.worker.consumer import BulkInbox
 from streams.worker.consumer import install as install_contiguous_consumer
 from streams.worker.model_watch import ModelWatcher
@@ -89,7 +90,8 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     app = faust.App(
         settings.app_id,
         **faust_broker_options(settings),  # broker URLs + TLS/SASL credentials
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        # Faust's stores, restored in bulk and written only with what the changelog has
+        store=STORE_URLS["rocksdb" if settings.store == "rocksdb" else "memory"],
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -132,6 +134,9 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         partitions=settings.partitions,
         extra_topic_configs={"cleanup.policy": "compact"},
     )
+    store = table.data
+    if isinstance(store, BulkRestore):
+        store.configure(settings.kafka_bootstrap, settings.kafka_client_options())
     stores = TableStores(table)
     processor = Processor(settings, rules, model or default_model(), stores.for_partition)
     watcher = ModelWatcher(settings, processor.set_model)
@@ -463,6 +468,7 @@ async def process_batch(
     for partition, as_event in current.items():
         writes.extend(stores.flush(partition, as_event))
     await changelog_written(writes, producer)
+    stores.settle()
 
 
 async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:
