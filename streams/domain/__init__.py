@@ -63,7 +63,14 @@ def _compiled_modules() -> tuple[list[str], str | None]:
 
 
 class _SourceFirst(importlib.machinery.PathFinder):
-    """Imports ``streams.domain.*`` from the ``.py`` sources even where an extension exists."""
+    """Imports ``streams.domain.*`` from the ``.py`` sources even where an extension exists.
+
+    ``compiled`` names the modules whose current build may be used; every other module comes
+    from its source, including one a build left behind before it was taken off the compiled
+    list (its extension would need an entry point the current shared library lacks).
+    """
+
+    compiled: frozenset[str] = frozenset()
 
     @classmethod
     def find_spec(
@@ -73,7 +80,7 @@ class _SourceFirst(importlib.machinery.PathFinder):
         target: ModuleType | None = None,
     ) -> ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
-        if package != __name__:
+        if package != __name__ or name in cls.compiled:
             return None
         source = _HERE / f"{name}.py"
         if not source.is_file():
@@ -91,11 +98,11 @@ def _choose() -> bool:
             RuntimeWarning,
             stacklevel=2,
         )
-    if compiled and not pure and stale is None:
-        return True
+    use = bool(compiled) and not pure and stale is None
+    _SourceFirst.compiled = frozenset(compiled) if use else frozenset()
     if any(_HERE.glob("*.so")) or any(_HERE.glob("*.pyd")):
         sys.meta_path.insert(0, _SourceFirst)
-    return False
+    return use
 
 
 COMPILED: bool = _choose()

@@ -122,3 +122,16 @@ def test_an_out_of_date_build_runs_the_sources_with_a_warning(
     monkeypatch.setenv("RFM_PURE_PYTHON", "1")
     (tmp_path / "engine.py").write_bytes(b"x = 1\n")
     assert domain._choose() is False
+
+
+def test_a_module_off_the_compiled_list_comes_from_its_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An extension a build left behind for a module no longer compiled is never imported."""
+    finder = domain._SourceFirst
+    monkeypatch.setattr(finder, "compiled", frozenset({"engine"}))
+    assert finder.find_spec("streams.domain.engine") is None  # the normal import decides
+    spec = finder.find_spec("streams.domain.events")
+    assert spec is not None and spec.origin is not None
+    assert Path(spec.origin).name == "events.py"
+    assert finder.find_spec("streams.processor") is None  # other packages are not its business
