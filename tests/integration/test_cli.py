@@ -86,6 +86,7 @@ NOT_YET_HERE = {
     "verify": "added alongside this file (streams/tools/verify.py): its end-to-end test",
     "import": "tests/integration/test_import.py runs it end to end, then a live worker",
     "forget": "tests/integration/test_erasure.py erases through it and the DELETE route",
+    "lift": "tests/integration/test_lift.py reads a worker's lift counters through it (--json)",
 }
 """Commands registered but tested end to end elsewhere (--help is checked for every command)."""
 EXIT_FAILED = 1
