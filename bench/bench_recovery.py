@@ -1,4 +1,4 @@
-"""Recovery and memory of a worker holding N customers (issue #10), against the real stack.
+"""Recovery and memory of a worker holding N customers, against the real stack.
 
     python bench/bench_recovery.py [--customers 1000000] [--partitions 4] [--keep] [--json PATH]
 
@@ -21,22 +21,24 @@ end unless --keep):
    - (c) RocksDB restart: the data dir of (b) after a clean stop, only the changelog tail is read.
 
    Each is timed from process start until ``/ready`` answers 200 (it waits for table recovery:
-   ``streams/web.py`` checks ``app.in_recovery`` and the recovery's ``completed`` event), with
+   ``streams/web/api.py`` checks ``app.in_recovery`` and the recovery's ``completed`` event), with
    the recovery phase itself from Faust's log lines. Then a probe: one purchase for a seeded
    customer in every partition plus a clock tick, timed until each customer's profile is
    published; it must show the seeded order count + 1 (the state really was restored) and the
    changelog rows the worker then writes must have the seeded key bytes and partition. Each
    probe moves event time by seconds only, so little time-driven work rides along. "Ready →
    processing" includes what the product does on the first event after an assignment (it
-   decodes every state of the table into its cache: ``TableStores._load``).
+   reads each partition's clock and due index from the store's rows:
+   ``TableStores._load``).
 4. **Memory**: the worker's resident set (``/proc/<pid>/status`` VmRSS) when ready and after
    the probe (the product decodes every state into its cache on the first event), minus the
    same figures of the empty-table baseline, per customer. Also the serialized state size and
    RocksDB's on-disk size per customer after (b).
 
 Figures are printed as a table and as plain ``figure:`` lines; --json writes them too. Wall
-times depend on what else runs on the machine; the worker's CPU seconds much less. Targets
-(issue #10): recovery of 1 M customers <= 30 s with RocksDB; <= 1 KiB resident per customer.
+times depend on what else runs on the machine; the worker's CPU seconds much less. Targets:
+recovery of 1 M customers <= 30 s with RocksDB, <= 60 s with the memory store; <= 1 KiB
+resident per customer.
 At 1 M customers the run takes about 10 minutes on 2 cores (the templates and the seed
 are most of it; the worker's stores restore in bulk, streams/worker/bulk_store.py).
 --processed N measures resident bytes per customer created by processing instead of restored
