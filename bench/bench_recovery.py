@@ -21,7 +21,7 @@ end unless --keep):
    - (c) RocksDB restart: the data dir of (b) after a clean stop, only the changelog tail is read.
 
    Each is timed from process start until ``/ready`` answers 200 (it waits for table recovery:
-   ``streams/web/api.py`` checks ``app.in_recovery`` and the recovery's ``completed`` event), with
+   ``streams/web/side.py`` checks ``app.in_recovery`` and the recovery's ``completed`` event), with
    the recovery phase itself from Faust's log lines. Then a probe: one purchase for a seeded
    customer in every partition plus a clock tick, timed until each customer's profile is
    published; it must show the seeded order count + 1 (the state really was restored) and the
