@@ -45,9 +45,21 @@ HISTORY_SHARE = 0.7
 
 
 def without_offsets(state: CustomerState) -> bytes:
-    """A state's bytes with the applied offsets left out (they name the live topics' offsets)."""
+    """A state's bytes without what an import deliberately does not carry over.
+
+    The applied offsets name the live topics' offsets. The offer bookkeeping (open outcome
+    windows, recent decision times for the cooldown) comes from offers decided while the
+    log was processed: a whole replay decides offers for the history, an import sends none
+    for it (``importer.live_ready``), so those fields differ by design, and so does the time
+    of the last evaluation (closing a historic decision's window is a due time of its own);
+    the outputs of the live part, offers and outcomes included, are compared record by record
+    above, and every figure and classification of the state still has to be equal.
+    """
     copy = CustomerState.from_bytes(state.to_bytes())
     copy.offsets = {}
+    copy.outcomes = []
+    copy.offer_ms = []
+    copy.evaluated_ms = None
     return copy.to_bytes()
 
 
