@@ -136,6 +136,7 @@ def erased(
     log = workdir / "small.jsonl"
     log.write_bytes(b"".join(line + b"\n" for line in small_log()[0]))
     worker = WorkerProcess(own, workdir, env={"RFM_API_TOKEN": TOKEN}).start()
+    state = Erased(own, workdir, log, worker)
     try:
         wait_for_workers(
             lambda: http(worker.web_port, "/ready", token=None)[0] == 200 or None,
@@ -154,9 +155,10 @@ def erased(
         wait_for_workers(settled, 120, "the true friend's profile to move with time", worker)
         wait_for(lambda: _profile(redis_client, own, REFUNDER) or None, 60, "cat's profile")
         wait_for(lambda: _profile(redis_client, own, ONE_OFF) or None, 60, "bob's profile")
-        yield Erased(own, workdir, log, worker)
+        yield state
     finally:
         worker.stop()
+        state.worker.stop()  # the restart test swaps in its restarted worker
 
 
 def test_a_silent_customer_shows_the_new_days_since_and_band(
