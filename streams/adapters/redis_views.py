@@ -63,9 +63,11 @@ builds audience keys from the prefix, so it needs a single Redis (not Redis Clus
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any, Final, get_args
 
 import orjson
@@ -78,7 +80,7 @@ log = logging.getLogger(__name__)
 
 DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
 DEFAULT_HISTORY_CAP: Final = 50
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE: Final = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +134,24 @@ class ViewKeys:
 
 
 def iso_ms(ms: int | None) -> str:
-    """Epoch milliseconds as ISO-8601 UTC (``…T06:00:00.000Z``); None as the empty string."""
+    """Epoch milliseconds as ISO-8601 UTC (``…T06:00:00.000Z``); None as the empty string.
+
+    Written for every timestamp of every profile update, so the date part is cached per day
+    and the time of day is plain arithmetic (``datetime.isoformat`` was a tenth of a view
+    write's CPU); equal to ``isoformat(timespec="milliseconds")`` for every instant.
+    """
     if ms is None:
         return ""
-    at = _EPOCH + timedelta(milliseconds=ms)
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    day, rest = divmod(ms, 86_400_000)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{_iso_day(day)}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_day(day: int) -> str:
+    return (_EPOCH_DATE + timedelta(days=day)).isoformat()
 
 
 def drift_severity(level: int) -> str:
@@ -145,11 +160,16 @@ def drift_severity(level: int) -> str:
 
 
 def _text(value: object) -> str:
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return str(value)
     if value is None:
         return ""
-    if isinstance(value, bool):
+    if kind is bool:
         return "1" if value else "0"
-    if isinstance(value, float):
+    if kind is float:
         return repr(value)
     return str(value)
 
@@ -302,6 +322,80 @@ class ProfileViews:
         if stale:
             log.debug("ignored %d profile updates older than the stored profiles", stale)
 
+    async def load(self, updates: Sequence[ProfileUpdate]) -> None:
+        """Write a batch of whole profiles for a bulk load (``rfm-stream import``).
+
+        Leaves Redis as ``apply`` would, with about half of Redis's CPU: a customer with no
+        stored profile and no history is written with plain pipelined commands, and each
+        audience gets one ``SADD`` for the whole batch, instead of one script run (~200 µs
+        of the single-threaded server, which bounds an import of a million customers) per
+        customer. Customers stored already (an import run again after a crash) and customers
+        twice in the batch go through ``apply``, so retrying a batch whole stays safe.
+        Not for use beside another writer of the same customers: between the existence
+        check and the write, nothing else may write them (the import refuses to run while
+        workers consume).
+        """
+        if not updates:
+            return
+        keys = self.keys
+        ids = [update.profile.customer_id for update in updates]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for customer_id in ids:
+                pipe.exists(keys.profile(customer_id), keys.history_ids(customer_id))
+            stored = await pipe.execute()
+        seen = Counter(ids)
+        fresh = [
+            u
+            for u, n in zip(updates, stored, strict=True)
+            if n == 0 and seen[u.profile.customer_id] == 1
+        ]
+        rest = [
+            u
+            for u, n in zip(updates, stored, strict=True)
+            if n != 0 or seen[u.profile.customer_id] != 1
+        ]
+        if fresh:
+            await self._load_fresh(fresh)
+        if rest:
+            await self.apply(rest)
+
+    async def _load_fresh(self, updates: Sequence[ProfileUpdate]) -> None:
+        """``load`` for customers with nothing stored: the script's writes, batched."""
+        keys, cap = self.keys, self._history_cap
+        leave: dict[tuple[str, str], list[str]] = {}
+        join: dict[tuple[str, str], list[str]] = {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for update in updates:
+                p = update.profile
+                cid = p.customer_id
+                for dimension, new, old in (
+                    ("rfm_segment", p.rfm_segment or "", update.previous_segment or ""),
+                    ("quadrant", p.quadrant or "", update.previous_quadrant or ""),
+                ):
+                    if old and old != new:
+                        leave.setdefault((dimension, old), []).append(cid)
+                    if new:
+                        join.setdefault((dimension, new), []).append(cid)
+                flat = [x for pair in profile_fields(update).items() for x in pair]
+                pipe.execute_command("HSET", keys.profile(cid), *flat)
+                entries: dict[str, str | bytes] = {}
+                for entry_id, entry in update.history:
+                    entries.setdefault(entry_id, entry)  # the first of a repeated id counts
+                if entries:
+                    pipe.execute_command("LPUSH", keys.history(cid), *entries.values())
+                    scored = [x for seq, i in enumerate(entries, start=1) for x in (seq, i)]
+                    pipe.execute_command("ZADD", keys.history_ids(cid), *scored)
+                    if len(entries) > cap:
+                        pipe.ltrim(keys.history(cid), 0, cap - 1)
+                        pipe.zremrangebyrank(keys.history_ids(cid), 0, -(cap + 1))
+            for (dimension, name), members in leave.items():
+                pipe.srem(keys.audience(dimension, name), *members)
+            for (dimension, name), members in join.items():
+                pipe.sadd(keys.audience(dimension, name), *members)
+            if join:
+                pipe.sadd(keys.audience_index, *(f"{d}:{n}" for d, n in join))
+            await pipe.execute()
+
     async def profile(self, customer_id: str) -> dict[str, str] | None:
         """The customer's profile hash, or None if the customer has none."""
         raw: dict[Any, Any] = await self._client.hgetall(self.keys.profile(customer_id))
@@ -357,7 +451,11 @@ def _decoded(value: bytes | str) -> str:
 
 def profile_update(raw: bytes) -> ProfileUpdate:
     """Read a record of the profiles topic (see ``Processor._profiles``)."""
-    data = orjson.loads(raw)
+    return profile_update_of(orjson.loads(raw))
+
+
+def profile_update_of(data: dict[str, Any]) -> ProfileUpdate:
+    """A profiles-topic record already parsed (the import keeps them parsed); takes it over."""
     fields = data["profile"]
     if fields.get("scores") is not None:
         fields["scores"] = tuple(fields["scores"])

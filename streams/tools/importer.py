@@ -44,7 +44,7 @@ from typing import Any, Final
 import orjson
 
 from schemas import to_json_bytes
-from streams.adapters.redis_views import DEFAULT_HISTORY_CAP, ProfileUpdate, profile_update
+from streams.adapters.redis_views import DEFAULT_HISTORY_CAP, ProfileUpdate, profile_update_of
 from streams.config import Settings
 from streams.convert import segment_change
 from streams.domain.events import Dimension, SegmentChanged
@@ -268,7 +268,7 @@ def final_profiles(folded: Folded) -> list[ProfileUpdate]:
         engine = folded.processor.engine(partition)
         engine.changed.update(s.customer_id for s in folded.stores[partition].states())
     keep_profiles(folded)
-    return [profile_update(orjson.dumps(u)) for _, u in sorted(folded.profiles.items())]
+    return [profile_update_of(u) for _, u in sorted(folded.profiles.items())]
 
 
 # --------------------------------------------------------------------------- writing
@@ -517,7 +517,7 @@ async def write_views(
             batch = updates[start : start + VIEWS_BATCH]
 
             async def apply(batch: list[ProfileUpdate] = batch) -> None:
-                await views.apply(batch)
+                await views.load(batch)
 
             await with_backoff(apply, what="profile views", where=settings.redis_url)
             if progress is not None:

@@ -238,6 +238,56 @@ async def test_a_large_batch_in_one_call(views: ProfileViews) -> None:
     assert counts["rfm_segment"] == {"champions": 1000, "promising": 1000}
 
 
+async def _stripped(client: Redis, prefix: str) -> dict[bytes, tuple[bytes, Any]]:
+    """The snapshot of the keys under ``prefix``, named without it."""
+    return {k[len(prefix) :]: v for k, v in (await snapshot(client, prefix)).items()}
+
+
+async def test_bulk_load_leaves_what_apply_leaves(client: Redis, settings: Settings) -> None:
+    """``load`` (the import's path) and ``apply`` give the same keys, values and audiences.
+
+    Covers fresh customers, a customer stored already (and moving audience), a customer twice
+    in the batch, a previous segment given by the caller, a repeated history id and a history
+    longer than the cap.
+    """
+    long_history = tuple(f"c3:{i}" for i in range(7))
+    earlier = [
+        update("c2", T - 5, rfm_segment="promising", quadrant="butterfly", history=("c2:0",))
+    ]
+    batch = [
+        update("c1", T, rfm_segment="champions", history=("c1:1", "c1:2", "c1:1")),
+        update("c2", T, rfm_segment="champions", quadrant="true_friend", history=("c2:1",)),
+        update("c3", T, rfm_segment=None, quadrant=None, history=long_history),
+        update("c4", T, rfm_segment="loyal", previous_segment="promising"),
+        update("c5", T - 1, rfm_segment="promising", history=("c5:1",)),
+        update("c5", T, rfm_segment="loyal", history=("c5:2",)),
+        update("c6", T),
+    ]
+    applied_prefix = f"{settings.redis_prefix}bulk-apply{next(_prefixes)}:"
+    loaded_prefix = f"{settings.redis_prefix}bulk-load{next(_prefixes)}:"
+    applied = ProfileViews(client, applied_prefix, history_cap=4)
+    loaded = ProfileViews(client, loaded_prefix, history_cap=4)
+    await client.sadd(f"{applied_prefix}audience:rfm_segment:promising", "c4")
+    await client.sadd(f"{loaded_prefix}audience:rfm_segment:promising", "c4")
+    await applied.apply(earlier)
+    await loaded.apply(earlier)
+
+    await applied.apply(batch)
+    await loaded.load(batch)
+
+    want = await _stripped(client, applied_prefix)
+    assert b"profile:c1" in want and b"history:c3" in want  # the comparison is not vacuous
+    assert await _stripped(client, loaded_prefix) == want
+    assert [e["id"] for e in await loaded.history("c3")] == ["c3:6", "c3:5", "c3:4", "c3:3"]
+    assert await loaded.audience("rfm_segment", "promising") == []
+
+    # an import run again: everything is stored, so ``load`` is ``apply`` (which re-logs
+    # history ids that were trimmed away: histories longer than the cap are not idempotent)
+    await applied.apply(batch)
+    await loaded.load(batch)
+    assert await _stripped(client, loaded_prefix) == await _stripped(client, applied_prefix)
+
+
 # --- offer store --------------------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.adapters.offer_store import OfferKeys
 from streams.adapters.redis_views import (
@@ -127,6 +129,13 @@ def test_iso_times_are_utc_with_milliseconds() -> None:
     assert iso_ms(1_719_381_600_123) == "2024-06-26T06:00:00.123Z"
     assert iso_ms(-1) == "1969-12-31T23:59:59.999Z"
     assert iso_ms(None) == ""
+
+
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_iso_times_equal_the_standard_library(ms: int) -> None:
+    """The arithmetic formatting equals ``isoformat`` for every instant of years 1–9999."""
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert iso_ms(ms) == at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_drift_severity_names() -> None:
