@@ -34,7 +34,25 @@ def stack_settings(**update: object) -> Settings:
             name, _, value = line.partition("=")
             if name.startswith("RFM_") and value:
                 os.environ.setdefault(name, value.strip().strip('"'))
-    return Settings().model_copy(update=update)
+    settings = Settings().model_copy(update=update)
+    require_broker(settings)
+    return settings
+
+
+def require_broker(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Exit with what to do when no broker answers, instead of a client's timeout later."""
+    for address in settings.kafka_bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+                return
+        except (OSError, ValueError):
+            continue
+    where = "RFM_KAFKA_BOOTSTRAP" if "RFM_KAFKA_BOOTSTRAP" in os.environ else "the local stack"
+    raise SystemExit(
+        f"no Kafka broker answers at {settings.kafka_bootstrap} ({where}): start the local "
+        "stack with `./dev stack start` (or point RFM_KAFKA_BOOTSTRAP at a running broker)"
+    )
 
 
 def run_prefix(name: str) -> str:
