@@ -45,6 +45,7 @@ from streams.worker.bulk_store import STORE_URLS, BulkRestore
 from streams.worker.consumer import BulkInbox
 from streams.worker.consumer import install as install_contiguous_consumer
 from streams.worker.model_watch import ModelWatcher
+from streams.worker.produce import Record, send_batched
 from streams.worker.table_store import (
     ChangelogWrite,
     TableStores,
@@ -479,24 +480,20 @@ async def send_all(produced: Sequence[OutRecord], producer: Any) -> None:
     this waits, so the consumer's lag grows instead.
     """
     delay = 0.2
-    remaining = list(produced)
-    while remaining:
-        pending = []
+    records: list[Record] = [
+        (out.topic, out.partition, out.key, None if out.tombstone else out.value)
+        for out in produced
+    ]
+    while records:
         try:
-            for out in remaining:
-                # the producer directly: a Faust topic's send adds codecs and bookkeeping
-                # per record that outputs (already bytes) do not need
-                value = None if out.tombstone else out.value
-                pending.append(
-                    await producer.send(out.topic, out.key, value, out.partition, None, None)
-                )
-            if pending:
-                await asyncio.gather(*pending)
+            # whole batches per partition, one future each (see streams.worker.produce)
+            sent = await send_batched(producer, records)
+            await asyncio.gather(*{id(future): future for future, _ in sent}.values())
             return
         except Exception as exc:
             log.warning(
                 "could not publish %d output records (%s: %s); retrying in %.1f s",
-                len(remaining),
+                len(records),
                 type(exc).__name__,
                 exc,
                 delay,

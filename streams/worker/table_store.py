@@ -29,6 +29,7 @@ from faust.types import TP
 
 from streams.domain.state import CustomerState
 from streams.processor import CLOCK_KEY, ERASED_KEY
+from streams.worker.produce import offset_of, send_batched
 
 log = logging.getLogger(__name__)
 
@@ -293,26 +294,37 @@ async def changelog_written(writes: Sequence[ChangelogWrite], producer: Any = No
         failed: list[ChangelogWrite] = []
         first: BaseException | None = None
         try:
-            for w in pending:
-                w.future = await producer.send(
-                    topic, changelog_key(w.key), w.value, w.partition, None, None
-                )
+            # whole batches per partition, one future each (see streams.worker.produce)
+            placed = await send_batched(
+                producer, [(topic, w.partition, changelog_key(w.key), w.value) for w in pending]
+            )
+            for w, where in zip(pending, placed, strict=True):
+                w.future = where
         except Exception as exc:  # not handed to the producer: every one not sent yet fails
             first = exc
-            failed = [w for w in pending if w.future is None]
-        sent = [w for w in pending if w.future is not None]
-        results = await asyncio.gather(*(w.future for w in sent), return_exceptions=True)
+            failed = list(pending)  # none of the batches is known to be queued whole
+            placed = []
+        batches = list({id(future): future for future, _ in placed}.values())
+        outcome = dict(
+            zip(
+                map(id, batches),
+                await asyncio.gather(*batches, return_exceptions=True),
+                strict=True,
+            )
+        )
         acked: dict[int, list[tuple[str, bytes | None]]] = {}
         events: dict[int, Any] = {}
         last: dict[int, int] = {}
-        for w, r in zip(sent, results, strict=True):
+        for w in pending if placed else ():
+            future, index = w.future
+            r = outcome[id(future)]
             if isinstance(r, BaseException):
                 failed.append(w)
                 first = first or r
             else:
                 acked.setdefault(w.partition, []).append((w.key, w.value))
                 events[w.partition] = w.event
-                last[w.partition] = max(last.get(w.partition, -1), r.offset)
+                last[w.partition] = max(last.get(w.partition, -1), offset_of(r, index))
         for partition, rows in acked.items():
             write_local(table, partition, rows, last[partition], events[partition])
         if not failed:

@@ -50,20 +50,39 @@ class Acked:
     offset: int
 
 
-class HeldProducer:
-    """Hands out one future per send and resolves them only when told to."""
+class HeldBatch:
+    """What the producer's ``create_batch`` gives: records appended, never full here."""
 
     def __init__(self) -> None:
-        self.futures: list[asyncio.Future[Any]] = []
+        self.records: list[tuple[bytes | None, bytes | None]] = []
 
-    async def send(self, topic: str, key: bytes, value: bytes, partition: int, *_: Any) -> Any:
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+class HeldProducer:
+    """Takes whole batches (as aiokafka's ``send_batch``) and acknowledges them when told to."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[asyncio.Future[Any], HeldBatch]] = []
+
+    def create_batch(self) -> HeldBatch:
+        return HeldBatch()
+
+    async def send_batch(self, batch: HeldBatch, topic: str, *, partition: int) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
+        self.batches.append((future, batch))
         return future
 
+    @property
+    def records(self) -> int:
+        return sum(len(batch.records) for _, batch in self.batches)
+
     def ack_all(self, first_offset: int) -> None:
-        for i, future in enumerate(self.futures):
-            future.set_result(Acked(first_offset + i))
+        for future, batch in self.batches:
+            future.set_result(Acked(first_offset))
+            first_offset += len(batch.records)
 
 
 def _local(table: Any) -> dict[str, bytes]:
@@ -100,7 +119,7 @@ def test_local_store_is_written_only_once_the_changelog_acknowledged(table: Any)
         assert _local(table) == {}, "written locally by the flush"
         sending = asyncio.create_task(changelog_written(writes, producer))
         await asyncio.sleep(0.05)
-        assert len(producer.futures) == 2, "both records handed to the producer"
+        assert producer.records == 2, "both records handed to the producer"
         assert _local(table) == {}, "written locally before the broker acknowledged"
         assert table.data.persisted_offset(tp) == before
         assert store.get("cust-1") is state, "the batch's states stay readable meanwhile"
