@@ -436,6 +436,7 @@ async def process_batch(
     """
     produced: list[OutRecord] = []
     current: dict[int, CurrentRecord] = {}
+    direct = stores.read_directly()
     for item in messages:
         message = getattr(item, "message", item)
         partition = message.partition
@@ -453,10 +454,13 @@ async def process_batch(
                 message.value,
                 tuple((str(k), bytes(v or b"")) for k, v in pairs) if pairs else (),
             )
-            # a state read falls back to the table, whose RocksDB store picks the partition
-            # from the current event: make it this record's (a customer's partition)
-            with as_current_event(as_event):
+            if direct:
                 produced.extend(processor.process(record))
+            else:
+                # a plain Faust RocksDB store picks the partition of a read from the current
+                # event: make it this record's (a customer's partition)
+                with as_current_event(as_event):
+                    produced.extend(processor.process(record))
         except Exception as exc:
             # Faust acknowledges an event whose processing raised: never let one escape.
             log.exception(

@@ -233,6 +233,11 @@ class BulkMemoryStore(BulkRestore, faust_memory.Store[Any, Any]):
                 where[key] = partition
         self.set_persisted_offset(TP(self.table.changelog_topic_name, partition), offset)
 
+    def read_raw(self, partition: int, key: str) -> bytes | None:
+        """A row's raw value, without Faust's table wrapper (a worker reads one per event)."""
+        value: bytes | None = self.data.get(key)
+        return value
+
     def local_rows(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, raw value) held, without Faust's table wrapper."""
         return iter(list(self.data.items()))
@@ -312,6 +317,17 @@ class BulkRocksStore(BulkRestore, faust_rocksdb.Store):
         current = self.persisted_offset(TP(self.table.changelog_topic_name, partition))
         batch.put(self.offset_key, str(max(offset, -1 if current is None else current)).encode())
         self._db_for_partition(partition).write(batch)
+
+    def read_raw(self, partition: int, key: str) -> bytes | None:
+        """A row's raw value from the partition's database, as Faust's ``_get`` reads it for
+        the current event's partition, without the table wrapper and the current event."""
+        from streams.worker.table_store import changelog_key
+
+        encoded = changelog_key(key)
+        value: bytes | None = self._db_for_partition(partition).get(encoded)
+        if value is not None:
+            self._key_index[encoded] = partition
+        return value
 
     def local_rows(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, raw value) of the active partitions, straight from RocksDB."""

@@ -14,7 +14,12 @@ from faust.types import TP
 from streams.domain.state import CustomerState
 from streams.worker.app import CurrentRecord
 from streams.worker.bulk_store import STORE_URLS, BulkMemoryStore, BulkRocksStore
-from streams.worker.table_store import TableStore, changelog_key, changelog_written
+from streams.worker.table_store import (
+    TableStore,
+    as_current_event,
+    changelog_key,
+    changelog_written,
+)
 
 
 def _table(store: str, datadir: Path) -> Any:
@@ -43,6 +48,13 @@ class Record:
     key: bytes
     value: bytes | None
     offset: int
+
+
+@dataclass
+class Msg:
+    """The part of a consumed message a RocksDB table's read looks at."""
+
+    partition: int
 
 
 @dataclass
@@ -199,3 +211,16 @@ def test_an_acknowledged_tombstone_removes_the_local_row(table: Any) -> None:
     store.write_acknowledged(3, [("gone", None)], 11)
     assert _local(table) == {"kept": b"[2]"}
     assert store.persisted_offset(TP(table.changelog_topic_name, 3)) in (11, None)
+
+
+def test_a_state_is_read_directly_as_the_table_would_read_it(table: Any) -> None:
+    """``TableStore.get`` reads the store's row without Faust's table and current event."""
+    state = CustomerState("cust-7")
+    table.data.write_acknowledged(1, [("cust-7", state.to_bytes())], 5)
+    assert table.data.read_raw(1, "cust-7") == state.to_bytes()
+    with as_current_event(CurrentRecord(Msg(1))):
+        assert table.get("cust-7") == state.to_bytes()  # what Faust's own lookup gives
+    got = TableStore(table, 1).get("cust-7")
+    assert got is not None and got.to_bytes() == state.to_bytes()
+    assert TableStore(table, 1).get("nobody") is None
+    assert table.data.read_raw(1, "nobody") is None
