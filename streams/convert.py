@@ -389,7 +389,12 @@ def _snapshot_dict(p: Profile, window_days: int) -> dict[str, Any]:
 
 
 def _finite(*values: float | None) -> bool:
-    return math.isfinite(sum(v for v in values if v is not None))
+    """No value is infinite or NaN (None is fine): a plain loop, called twice per output."""
+    total = 0.0
+    for value in values:
+        if value is not None:
+            total += value
+    return math.isfinite(total)
 
 
 def segment_change_json(event: SegmentChanged, rules: Rules) -> bytes:
