@@ -22,13 +22,14 @@ consumers drop repeated ids, so nothing is offered twice and nothing is lost.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeVar, get_args
 
 import orjson
 from redis.asyncio import Redis
 
 from streams.domain.facts import MS_PER_DAY
-from streams.domain.offers import Decision, OfferDecision, OfferHistory
+from streams.domain.offers import Decision, OfferDecision, OfferHistory, Trigger, decide
 from streams.domain.rules import OfferRules
 
 DEFAULT_DECISION_TTL_MS: Final = 400 * MS_PER_DAY
@@ -170,3 +171,96 @@ class OfferStore:
             ],
         )
         return decision if stored is None else decision_from_json(stored)
+
+    # --- a batch of triggers in three round trips (the offers agent's path) ---------------
+
+    @property
+    def keep_ms(self) -> int:
+        return self._keep_ms
+
+    async def existing_many(self, decision_ids: Sequence[str]) -> list[OfferDecision | None]:
+        """``existing`` of each id, in one round trip."""
+        if not decision_ids:
+            return []
+        stored: list[Any] = await self._client.mget(
+            [self.keys.decision(decision_id) for decision_id in decision_ids]
+        )
+        return [None if raw is None else decision_from_json(raw) for raw in stored]
+
+    async def histories(self, customer_ids: Iterable[str]) -> dict[str, OfferHistory]:
+        """``history`` of each customer, in one round trip."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for customer_id in ids:
+                pipe.zrange(self.keys.offers(customer_id), 0, -1, withscores=True)
+            found: list[Any] = await pipe.execute()
+        return {
+            customer_id: OfferHistory(tuple(sorted(int(score) for _, score in entries)))
+            for customer_id, entries in zip(ids, found, strict=True)
+        }
+
+    async def record_many(self, decisions: Sequence[OfferDecision]) -> list[OfferDecision]:
+        """``record`` of each decision, in order, in one round trip (each one atomic)."""
+        if not decisions:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for decision in decisions:
+                await self._record(
+                    keys=[self.keys.decision(decision.id), self.keys.offers(decision.customer_id)],
+                    args=[
+                        decision_to_json(decision),
+                        self._ttl_ms,
+                        "1" if decision.records else "0",
+                        decision.at_ms,
+                        self._keep_ms,
+                        decision.id,
+                    ],
+                    client=pipe,
+                )
+            stored: list[Any] = await pipe.execute()
+        return [
+            decision if raw is None else decision_from_json(raw)
+            for decision, raw in zip(decisions, stored, strict=True)
+        ]
+
+    async def decide_batch(
+        self, triggers: Sequence[Trigger], rules: OfferRules
+    ) -> list[OfferDecision | None]:
+        """The stored decision of each trigger, as handling them one by one would give.
+
+        existing → history → decide → record, each step once for the whole batch: triggers
+        recorded earlier keep their decision; the others are decided in order, each seeing the
+        decisions made before it in the batch (the history is updated and trimmed as the
+        record script does); a trigger twice in the batch gets one decision. Safe to retry
+        whole: a retry finds what the first attempt recorded.
+        """
+        ids = [f"offer:{t.id}" for t in triggers]
+        found = dict(zip(ids, await self.existing_many(ids), strict=True))
+        todo = [t for t, i in zip(triggers, ids, strict=True) if found[i] is None]
+        made: dict[str, OfferDecision | None] = {}
+        if todo:
+            histories = await self.histories(t.customer_id for t in todo)
+            for trigger in todo:
+                decision_id = f"offer:{trigger.id}"
+                if decision_id in made:
+                    continue
+                history = histories[trigger.customer_id]
+                decision = decide(trigger, history, rules)
+                made[decision_id] = decision
+                if decision is not None and decision.records:
+                    histories[trigger.customer_id] = recorded_into(
+                        history, decision.at_ms, self._keep_ms
+                    )
+            to_record = [d for d in made.values() if d is not None]
+            for decision in await self.record_many(to_record):
+                made[decision.id] = decision
+        return [found[i] if found[i] is not None else made[i] for i in ids]
+
+
+def recorded_into(history: OfferHistory, at_ms: int, keep_ms: int) -> OfferHistory:
+    """The history after the record script adds ``at_ms``: entries ≤ newest − keep_ms go."""
+    times = sorted((*history.recorded_ms, at_ms))
+    floor = times[-1] - keep_ms
+    return OfferHistory(tuple(t for t in times if t > floor))

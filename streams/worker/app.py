@@ -35,7 +35,6 @@ from streams.config import Settings, erasure_salt_is_default
 from streams.convert import retention_offer, trigger_of
 from streams.domain.erasure import customer_hash
 from streams.domain.model import Model, default_model
-from streams.domain.offers import OfferDecision, decide
 from streams.domain.rules import Rules
 from streams.processor import TICK_HEADER, InRecord, OutRecord, Processor, tick_record
 from streams.security import faust_broker_options
@@ -215,11 +214,8 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             # a trigger of a customer erased since it was published makes no offer
             erased = await redis_side.erased_customers(event.key for event in events)
             events = [event for event in events if event.key not in erased]
-            for event in events:
-                decided = await redis_side.offer_for(event.value)
-                if decided is not None:
-                    key, payload = decided
-                    offered.append(OutRecord(t.retention_offers, key, payload))
+            for key, payload in await redis_side.offers_for([event.value for event in events]):
+                offered.append(OutRecord(t.retention_offers, key, payload))
             # acknowledged only once the broker has every offer of the batch
             await send_all(offered, app.producer)
             await web.take_outputs([event.value for event in events])
@@ -382,34 +378,35 @@ class RedisSide:
             lambda: views.apply(updates), what="profile views", where=self.settings.redis_url
         )
 
-    async def offer_for(self, raw: bytes) -> tuple[bytes, bytes] | None:
-        """The retention offer (or recorded no-offer) for one trigger, idempotent by id.
+    async def offers_for(self, raws: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """The retention offers (and recorded no-offers) for a batch of triggers, in order.
 
-        existing → history → decide → record: a redelivered trigger finds its stored
-        decision and re-emits exactly it; nothing is offered twice, nothing is lost.
+        Idempotent by trigger id: a redelivered trigger finds its stored decision and re-emits
+        exactly it; nothing is offered twice, nothing is lost. Three Redis round trips for
+        the whole batch (``OfferStore.decide_batch``), not three per trigger.
         """
-        event = parse_output(raw)
-        if not isinstance(event, SegmentChange | ChurnAlert):
-            return None
-        trigger = trigger_of(event)
-        if trigger is None:
-            return None
+        pairs = []
+        for raw in raws:
+            event = parse_output(raw)
+            if not isinstance(event, SegmentChange | ChurnAlert):
+                continue
+            trigger = trigger_of(event)
+            if trigger is not None:
+                pairs.append((trigger, event))
+        if not pairs:
+            return []
         _, store = self._connect()
-        rules = self.rules.offers
-
-        async def decide_once() -> OfferDecision | None:
-            found = await store.existing(f"offer:{trigger.id}")
-            if found is not None:
-                return found
-            decision = decide(trigger, await store.history(trigger.customer_id), rules)
-            return None if decision is None else await store.record(decision)
-
-        decision = await with_backoff(
-            decide_once, what="offer store", where=self.settings.redis_url
+        triggers = [trigger for trigger, _ in pairs]
+        decisions = await with_backoff(
+            lambda: store.decide_batch(triggers, self.rules.offers),
+            what="offer store",
+            where=self.settings.redis_url,
         )
-        if decision is None:
-            return None
-        return decision.customer_id.encode(), to_json_bytes(retention_offer(decision, event))
+        return [
+            (decision.customer_id.encode(), to_json_bytes(retention_offer(decision, event)))
+            for (_, event), decision in zip(pairs, decisions, strict=True)
+            if decision is not None
+        ]
 
 
 class CurrentRecord:

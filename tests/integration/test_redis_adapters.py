@@ -406,6 +406,55 @@ async def test_caps_and_cooldown_end_to_end_with_redeliveries(offers: OfferStore
     assert len(history.recorded_ms) == 4  # nothing counted twice, nothing trimmed too early
 
 
+async def test_a_batch_decides_as_one_trigger_at_a_time(client: Redis, settings: Settings) -> None:
+    """``decide_batch`` (the agent's path) stores and returns what ``_handle`` one by one does.
+
+    Two customers interleaved, caps and cooldown inside the batch, a trigger twice in the
+    batch, a trigger recorded before the batch, a trigger no rule covers, a history trimmed
+    by a short ``keep_ms``; then the batch redelivered whole.
+    """
+    day = MS_PER_DAY
+    events: list[OutputEvent] = [
+        entered("c1", 1, T, "true_friend"),
+        entered("c2", 1, T + day, "true_friend"),
+        alert("c1", 2, T + 5 * day),
+        alert("c1", 3, T + 20 * day),
+        alert("c2", 2, T + 20 * day),
+        alert("c1", 3, T + 20 * day),  # the same trigger again within the batch
+        alert("c1", 4, T + 40 * day),
+        alert("c1", 5, T + 60 * day),
+        alert("c2", 3, T + 200 * day),  # the history before it is trimmed by keep_ms
+        alert("c1", 6, T + 95 * day),
+        alert("c1", 7, T + 100 * day, severity="critical", quadrant="stranger"),
+        entered("c1", 8, T + 101 * day, "stranger"),
+    ]
+    keep_ms = 100 * day
+    one_prefix = f"{settings.redis_prefix}offers-one{next(_prefixes)}:"
+    batch_prefix = f"{settings.redis_prefix}offers-batch{next(_prefixes)}:"
+    one = OfferStore(client, one_prefix, keep_ms=keep_ms)
+    batched = OfferStore(client, batch_prefix, keep_ms=keep_ms)
+    earlier = Trigger.from_event(events[1])
+    assert earlier is not None
+    for store in (one, batched):  # recorded before the batch (a redelivery after a crash)
+        made = decide(earlier, OfferHistory(), OFFER_RULES)
+        assert made is not None
+        await store.record(made)
+
+    want = [await _handle(event, one) for event in events]
+    triggers = [Trigger.from_event(event) for event in events]
+    got = await batched.decide_batch([t for t in triggers if t is not None], OFFER_RULES)
+    assert [d for t, d in zip(triggers, want, strict=True) if t is not None] == got
+    assert {d.decision for d in got if d is not None} >= {"offer", "cooldown", "capped"}
+    for customer in ("c1", "c2"):
+        assert await batched.history(customer) == await one.history(customer)
+    strip = len(batch_prefix)
+    assert {k[strip:]: v for k, v in (await snapshot(client, batch_prefix)).items()} == {
+        k[len(one_prefix) :]: v for k, v in (await snapshot(client, one_prefix)).items()
+    }
+    again = await batched.decide_batch([t for t in triggers if t is not None], OFFER_RULES)
+    assert again == got
+
+
 # --- Redis restarts -----------------------------------------------------------------------
 
 
