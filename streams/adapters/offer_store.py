@@ -16,7 +16,9 @@ and returns the stored decision. Decision ids derive from trigger ids, so whiche
 crash interrupts, the redelivered trigger ends with the same decision id and the same decision:
 before ``record`` nothing was stored and the decision is made afresh; after it, ``existing``
 (or ``record`` itself) returns what was stored. The agent sends what ``record`` returned, and
-consumers drop repeated ids, so nothing is offered twice and nothing is lost.
+consumers drop repeated ids, so nothing is offered twice and nothing is lost. The agent takes
+these steps for a whole batch of triggers at once (``decide_batch``: one round trip each),
+deciding the batch's triggers in order against the history as the earlier ones left it.
 """
 
 from __future__ import annotations
