@@ -378,6 +378,8 @@ def import_history(
         if folded.customers == 0:
             console.print("[red]no customer in the log[/red]: nothing to import")
             raise typer.Exit(EXIT_FAILED)
+        if not dry_run:
+            importer.drop_erased(settings, folded)  # an erased customer is never brought back
         if not keep_model:
             model = importer.recalibrate(folded, rule_book, model)
         updates = importer.final_profiles(folded)
@@ -416,6 +418,11 @@ def import_history(
         f"{model.version}{' (published)' if figures['model_published'] else ''}"
         + ("" if not dry_run else "; dry run: nothing written")
     )
+    if folded.erased:
+        console.print(
+            f"left out {folded.erased:,} customers erased in this deployment "
+            "(an erasure is permanent; their history is not imported)"
+        )
     if folded.dead_reasons:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(folded.dead_reasons.items()))
         console.print(f"dead letters: {reasons} (written to {dead_letters})")

@@ -47,6 +47,7 @@ from schemas import to_json_bytes
 from streams.adapters.redis_views import DEFAULT_HISTORY_CAP, ProfileUpdate, profile_update_of
 from streams.config import Settings
 from streams.convert import segment_change
+from streams.domain.erasure import customer_hash
 from streams.domain.events import Dimension, SegmentChanged
 from streams.domain.model import Model, calibrate
 from streams.domain.rules import Rules
@@ -79,6 +80,8 @@ class Folded:
     dead_reasons: Counter[str] = field(default_factory=Counter)
     clock_ms: int | None = None
     seconds: float = 0.0
+    erased: int = 0
+    """Customers of the log left out because they were erased in this deployment."""
 
     def states(self) -> Iterator[CustomerState]:
         for store in self.stores.values():
@@ -251,6 +254,45 @@ def _reason(raw: bytes) -> str:
         return "unknown"
 
 
+def drop_erased(settings: Settings, folded: Folded) -> int:
+    """Leave out the customers erased in this deployment; returns how many.
+
+    An erasure is permanent: its marker in Redis (``P erased:<marker hash>``, set by the
+    worker that erased the customer) outlives the customer's events in any exported history.
+    Checked right after the fold, so the erased customers' history does not calibrate the
+    model either. One Redis round trip for all customers.
+    """
+    from streams.adapters import connect, with_backoff
+    from streams.adapters.erasure import RedisEraser
+
+    salt = settings.erasure_salt.get_secret_value()
+    by_hash = {
+        customer_hash(state.customer_id, salt): (partition, state.customer_id)
+        for partition, store in folded.stores.items()
+        for state in store.states()
+    }
+
+    async def find() -> set[str]:
+        client = connect(settings)
+        try:
+            eraser = RedisEraser(client, settings.redis_prefix)
+            return await with_backoff(
+                lambda: eraser.erased_among(by_hash),
+                what="erasure markers",
+                where=settings.redis_url,
+            )
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(find())
+    for hashed in found:
+        partition, customer_id = by_hash[hashed]
+        folded.stores[partition].erase(customer_id)
+        folded.profiles.pop(customer_id, None)
+    folded.erased = len(found)
+    return len(found)
+
+
 def recalibrate(folded: Folded, rules: Rules, previous: Model) -> Model:
     """Fit the model on the folded history and re-evaluate every customer with it."""
     if folded.clock_ms is None:
@@ -311,6 +353,7 @@ def summary(folded: Folded) -> dict[str, Any]:
         "dead_letters": dict(sorted(folded.dead_reasons.items())),
         "outputs_not_published": dict(sorted(folded.outputs.items())),
         "clock_ms": folded.clock_ms,
+        "erased_left_out": folded.erased,
     }
 
 

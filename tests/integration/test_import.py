@@ -9,6 +9,7 @@ offsets aside: the imported history was never in the live topics).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,7 +19,10 @@ import orjson
 import pytest
 import redis
 
+from streams.adapters import connect
+from streams.adapters.erasure import RedisEraser
 from streams.config import Settings
+from streams.domain.erasure import customer_hash
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
 from streams.domain.state import CustomerState
@@ -152,3 +156,44 @@ def test_import_then_live(isolated_settings: Settings, tmp_path: Path) -> None:
     }
     final = read_table_states(settings)
     assert {k: without_offsets(v) for k, v in final.items()} == replayed
+
+
+def test_an_erased_customer_is_not_brought_back(
+    isolated_settings: Settings, tmp_path: Path
+) -> None:
+    """A history that still holds an erased customer: the import leaves them out, says so."""
+    settings = isolated_settings
+    ensure_topics(settings)
+    history, _ = split_log(settings)
+    history = history[:3000]
+    folded = importer.fold(history, "jsonl", settings, RULES, MODEL)
+    everyone = sorted(s.customer_id for s in folded.states())
+    erased = everyone[len(everyone) // 2]
+
+    async def erase() -> None:
+        client = connect(settings)
+        try:
+            salt = settings.erasure_salt.get_secret_value()
+            await RedisEraser(client, settings.redis_prefix).erase(
+                erased, customer_hash(erased, salt)
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(erase())
+    history_file = tmp_path / "history.jsonl"
+    history_file.write_bytes(b"\n".join(history) + b"\n")
+    done = rfm_stream(settings, "import", str(history_file), "--keep-model", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = orjson.loads(done.stdout)
+    assert figures["erased_left_out"] == 1
+    assert figures["customers"] == len(everyone) - 1
+
+    table = read_table_states(settings)
+    assert set(table) == set(everyone) - {erased}
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        assert client.exists(f"{settings.redis_prefix}profile:{erased}") == 0
+        assert client.exists(f"{settings.redis_prefix}profile:{everyone[0]}") == 1
+    finally:
+        client.close()
