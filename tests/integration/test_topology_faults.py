@@ -124,9 +124,9 @@ def test_sigkill_mid_log_and_restart_gives_the_reference(
     got_last = last_output_per_customer(actual)
     assert set(got_last) == set(want_last)
     wrong = {
-        c: (got_last[c].profile.purchase_count, e.profile.purchase_count)  # type: ignore[union-attr]
+        c: (got_last[c].profile.purchase_count, e.profile.purchase_count)
         for c, e in want_last.items()
-        if got_last[c].profile.purchase_count != e.profile.purchase_count  # type: ignore[union-attr]
+        if got_last[c].profile.purchase_count != e.profile.purchase_count
     }
     assert not wrong, f"purchase_count (worker, reference) differs: {wrong}"
 

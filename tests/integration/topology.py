@@ -35,7 +35,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient
 
-from schemas import OutputEvent
+from schemas import ChurnAlert, SegmentChange
 from streams.config import Settings
 from streams.domain.model import Model
 from streams.domain.rules import Rules
@@ -171,12 +171,17 @@ def assert_same_outputs(expected: Sequence[Out], actual: Sequence[Out], what: st
         pytest.fail(f"{what}: outputs differ from the reference\n{result.report()}", pytrace=False)
 
 
-def last_output_per_customer(outs: Iterable[Out]) -> dict[str, OutputEvent]:
-    """The customer's output with the highest sequence number (ids are customer:seq)."""
-    best: dict[str, tuple[int, OutputEvent]] = {}
+def last_output_per_customer(outs: Iterable[Out]) -> dict[str, SegmentChange | ChurnAlert]:
+    """The customer's profile-carrying output (segment change or churn alert) with the
+    highest sequence number (ids are customer:seq).
+
+    Offer outcomes share their trigger's sequence number and carry no profile, so they
+    are left out: with them the winner of a tie would depend on the order topics are read.
+    """
+    best: dict[str, tuple[int, SegmentChange | ChurnAlert]] = {}
     for o in outs:
         event = o.event
-        if event.type == "dead_letter":
+        if not isinstance(event, SegmentChange | ChurnAlert):
             continue
         seq = int(o.id.rsplit(":", 1)[1])
         if event.customer_id not in best or seq > best[event.customer_id][0]:
