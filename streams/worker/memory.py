@@ -6,7 +6,8 @@ used: in ``bench/bench_recovery.py --only-processed`` a worker that had created 
 customers held ~100 MiB of free heap it would never give back by itself. ``malloc_trim(0)``
 returns the free pages of every heap; it walks the free lists (30-60 ms at that size), so it
 runs in a thread (ctypes releases the GIL) and only after events were processed, never more
-often than :data:`TRIM_EVERY_S` unless a backlog just drained.
+often than :data:`TRIM_EVERY_S` unless a backlog just drained. A bulk restore of the table
+(:mod:`streams.worker.bulk_store`) trims once when it is done, for the same reason.
 
 Linux with glibc only: elsewhere (macOS, musl) :func:`malloc_trim` is None and nothing runs.
 Python's own small-object arenas are not affected (Python frees an arena when it empties).
@@ -44,6 +45,14 @@ def malloc_trim() -> Callable[[], int] | None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return lambda: int(trim(0))
+
+
+async def trim_now(trim: Callable[[], int] | None) -> bool:
+    """Trim once, in a thread (e.g. after a bulk restore); False where there is no trim."""
+    if trim is None:
+        return False
+    await asyncio.to_thread(trim)
+    return True
 
 
 class MemoryTrimmer:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.worker.memory import MemoryTrimmer, malloc_trim
+from streams.worker.memory import MemoryTrimmer, malloc_trim, trim_now
 
 
 class Clock:
@@ -67,6 +67,18 @@ def test_without_malloc_trim_nothing_runs() -> None:
     trimmer.processed(1_000_000)
     clock.now += 3600
     assert not asyncio.run(trimmer.maybe_trim(drained=True))
+
+
+def test_trim_now_runs_the_trim_once_where_there_is_one() -> None:
+    calls: list[int] = []
+
+    def trim() -> int:
+        calls.append(1)
+        return 1
+
+    assert asyncio.run(trim_now(trim))
+    assert calls == [1]
+    assert not asyncio.run(trim_now(None))
 
 
 def _rss_bytes() -> int:
