@@ -1,4 +1,5 @@
-"""When the worker trims the C heap, and that a trim gives freed heap pages back (glibc)."""
+"""The worker's memory levers: a fetch decoded a batch at a time, when the C heap is trimmed,
+and that a trim gives freed heap pages back (glibc)."""
 
 from __future__ import annotations
 
@@ -107,3 +108,14 @@ def test_malloc_trim_returns_freed_pages_below_a_live_block() -> None:
     after = _rss_bytes()
     assert before - after > 32 * 1024 * 1024, (before, after)
     assert len(keep) == 4096
+
+
+def test_a_fetch_hands_out_at_most_a_batch_of_records(tmp_path: Path) -> None:
+    """A backlog is decoded a batch at a time, not a whole fetch (~100,000 records) at once."""
+    from streams.config import Settings
+    from streams.domain.rules import load_rules
+    from streams.worker.app import build
+
+    settings = Settings(batch_max=500, data_dir=str(tmp_path))
+    topology = build(settings, load_rules())
+    assert topology.app.conf.broker_max_poll_records == 500
