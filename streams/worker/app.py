@@ -43,6 +43,7 @@ from streams.worker.batches import consume, consume_bulk
 from streams.worker.bulk_store import STORE_URLS, BulkRestore
 from streams.worker.consumer import BulkInbox
 from streams.worker.consumer import install as install_contiguous_consumer
+from streams.worker.memory import TRIM_EVERY_S, MemoryTrimmer, malloc_trim
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.produce import Record, send_batched
 from streams.worker.table_store import (
@@ -107,6 +108,10 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         web_port=settings.web_port,
         web_bind=settings.web_host,
         stream_wait_empty=True,
+        # records handed out per fetch: Faust's default (no limit) decoded a whole backlog's
+        # fetch (~100,000 records) at once and made it one batch, whose records, outputs and
+        # states were alive together; the rest waits in the fetch buffers as raw bytes
+        broker_max_poll_records=settings.batch_max,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
@@ -143,6 +148,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     web = register_web(app, settings, processor, api_token=settings.api_token)
 
     batch_within = settings.batch_within_ms / 1000
+    trimmer = MemoryTrimmer(malloc_trim())
 
     @app.agent(inputs)
     async def customers(stream: Any) -> None:
@@ -155,6 +161,9 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             started = time.perf_counter()
             await process_batch(messages, processor, stores, app.producer)
             web.observe_batch(time.perf_counter() - started, len(messages))
+            trimmer.processed(len(messages))
+            # an empty inbox after many events: a backlog was read, give its garbage back
+            await trimmer.maybe_trim(drained=inbox.queue.empty())
 
         await consume_bulk(
             app,
@@ -175,6 +184,11 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         stores.reset()
         processor.forget(range(settings.partitions))
+
+    @app.timer(interval=TRIM_EVERY_S)
+    async def trim_memory() -> None:
+        """Give freed heap back once events stop coming (see streams.worker.memory)."""
+        await trimmer.maybe_trim(drained=True)
 
     @app.task
     async def watch_model() -> None:

@@ -39,6 +39,8 @@ from faust.stores import memory as faust_memory
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP
 
+from streams.worker.memory import malloc_trim, trim_now
+
 log = logging.getLogger(__name__)
 
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -150,6 +152,9 @@ class BulkRestore:
                 await asyncio.sleep(0)
         finally:
             await consumer.stop()
+            if count:
+                # the fetched records are garbage now: give the heap they used back
+                await trim_now(malloc_trim())
             elapsed = time.perf_counter() - started
             self.restored_records += count
             self.restore_seconds += elapsed
