@@ -198,11 +198,11 @@ class CustomerState:
 
     # ------------------------------------------------------------------ serialization
     def to_list(self) -> list[Any]:
-        offsets = sorted([k, o] for k, o in self.offsets.items())
+        first_stream = min(self.offsets) if self.offsets else None
         return [
             _FORMAT,
             self.next_due_ms,
-            int(offsets[0][0].rsplit("/", 1)[1]) if offsets else None,
+            None if first_stream is None else int(first_stream.rsplit("/", 1)[1]),
             self.customer_id,
             self.seq,
             self.first_ms,
@@ -222,7 +222,7 @@ class CustomerState:
             self.interactions,
             self.last_touch_ms,
             sorted([i, t] for i, t in self.touch_ids.items()),
-            offsets,
+            sorted([k, o] for k, o in self.offsets.items()),
             list(self.scores) if self.scores else None,
             self.segment,
             self.segment_since_ms,

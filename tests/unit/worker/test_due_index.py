@@ -24,7 +24,7 @@ PARTITIONS = 4
 
 def _table(store: str, datadir: Path) -> Any:
     app = faust.App("unit", store=STORE_URLS[store], datadir=str(datadir), key_serializer="raw")
-    table = app.Table(
+    table: Any = app.Table(
         "customers",
         default=None,
         key_type=str,
@@ -36,7 +36,8 @@ def _table(store: str, datadir: Path) -> Any:
     )
     # every partition active (the RocksDB store reads the active partitions only)
     actives = {table.changelog_topic_name: list(range(PARTITIONS))}
-    app.assignor._assignment = ClientAssignment(actives=actives, standbys={})
+    assignor: Any = app.assignor
+    assignor._assignment = ClientAssignment(actives=actives, standbys={})
     return table
 
 
@@ -115,7 +116,9 @@ def test_due_index_after_restore_and_writes_equals_a_full_rebuild(
     # the worker's own acknowledged writes after that (restart: the store is as they left it)
     for partition in range(PARTITIONS):
         mine = [cid for cid in ids if home[cid] == partition]
-        rows = [(cid, _state(rnd, cid, partition).to_bytes()) for cid in rnd.sample(mine, 20)]
+        rows: list[tuple[str, bytes | None]] = [
+            (cid, _state(rnd, cid, partition).to_bytes()) for cid in rnd.sample(mine, 20)
+        ]
         rows.append((rnd.choice(mine), None))
         table.data.write_acknowledged(partition, rows, 10**6)
     assert head_rows > 1000, "the index heads were exercised"
