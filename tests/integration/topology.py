@@ -172,11 +172,16 @@ def assert_same_outputs(expected: Sequence[Out], actual: Sequence[Out], what: st
 
 
 def last_output_per_customer(outs: Iterable[Out]) -> dict[str, OutputEvent]:
-    """The customer's output with the highest sequence number (ids are customer:seq)."""
+    """The customer's profile output with the highest sequence number (ids are customer:seq).
+
+    Offer outcomes are left out: their id is ``outcome:<trigger id>``, so the number in it is
+    the trigger's, the same as a profile output's, and which of the two came last depended on
+    the order they were read in.
+    """
     best: dict[str, tuple[int, OutputEvent]] = {}
     for o in outs:
         event = o.event
-        if event.type == "dead_letter":
+        if event.type == "dead_letter" or event.type == "offer_outcome":
             continue
         seq = int(o.id.rsplit(":", 1)[1])
         if event.customer_id not in best or seq > best[event.customer_id][0]:
