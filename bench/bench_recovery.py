@@ -140,6 +140,8 @@ def _field_index(name: str, value: Any, serialized: Any) -> int:
 ID_AT = _field_index("customer_id", "\x01id", "\x01id")
 ORDERS_AT = _field_index("orders", 987_654_321, 987_654_321)
 OFFSETS_AT = _field_index("offsets", {"\x01stream/9": -7}, [["\x01stream/9", -7]])
+# the input partition in the row's index head (read by a restarted worker without a full parse)
+PARTITION_AT = _field_index("offsets", {"\x01stream/987654": -7}, 987654)
 PROBE_STEP_MS = 10_000  # event time added per probe round (> lateness + the tick's 1 s)
 PROBES_PER_PARTITION = 8  # seeded customers kept per partition for probes (one per scenario)
 
@@ -214,10 +216,10 @@ def clones(templates: Templates, n: int, partitions: int) -> Iterator[Clone]:
         p = partition_for(cid.encode(), partitions)
         t = i % len(rows)
         row = rows[t]
-        saved_id, saved_offsets = row[ID_AT], row[OFFSETS_AT]
-        row[ID_AT], row[OFFSETS_AT] = cid, guards[p]
+        saved = row[ID_AT], row[OFFSETS_AT], row[PARTITION_AT]
+        row[ID_AT], row[OFFSETS_AT], row[PARTITION_AT] = cid, guards[p], p
         value = orjson.dumps(row)
-        row[ID_AT], row[OFFSETS_AT] = saved_id, saved_offsets
+        row[ID_AT], row[OFFSETS_AT], row[PARTITION_AT] = saved
         yield Clone(cid, p, orjson.dumps(cid), value, t)
 
 

@@ -120,7 +120,7 @@ def essence(run: Run) -> dict[str, list[object]]:
     out = {}
     for cid, state in run.store.states.items():
         row = state.to_list()
-        row[20] = None  # offsets
+        row[2] = row[22] = None  # the partition in the index head, and the offsets
         out[cid] = row
     return out
 

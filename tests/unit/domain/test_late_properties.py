@@ -238,7 +238,8 @@ def test_a_state_saved_before_late_corrections_still_reads() -> None:
         end_ms=T0 + 4 * MS_PER_DAY,
     )
     row = run.store.states["c"].to_list()
-    old = [1, *row[1:14], ["e2"], *row[15:30]]
+    body = [3, *row[3:]]  # format 3: format 4 without its index head
+    old = [1, *body[1:14], ["e2"], *body[15:30]]
     state = CustomerState.from_bytes(orjson.dumps(old))
     assert state.days == [day_of(T0 + 3 * MS_PER_DAY)]
     assert state.folded_ids == {"e2": day_of(T0 + 3 * MS_PER_DAY)}

@@ -190,11 +190,12 @@ def test_state_round_trip_keeps_pending_outcomes() -> None:
 def test_a_format_2_state_is_read_with_no_outcomes() -> None:
     state = CustomerState("c1")
     row = state.to_list()
-    assert row[0] == 3
-    old = [2, *row[1:31]]  # format 2 ended with the purchase days
+    assert row[0] == 4
+    body = [3, *row[3:]]  # format 3: format 4 without its index head
+    old = [2, *body[1:31]]  # format 2 ended with the purchase days
     read = CustomerState.from_bytes(orjson.dumps(old))
     assert read.outcomes == [] and read.offer_ms == []
-    assert read.to_list()[1:31] == row[1:31]
+    assert read.to_list()[3:33] == row[3:33]
 
 
 def test_no_trigger_no_outcome_work() -> None:
