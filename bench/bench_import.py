@@ -7,6 +7,7 @@ the import as the CLI does, phase by phase, into a fresh app on the local stack:
 
 * **fold**: the pure core over the log (decode, state, outputs built and counted) — the
   core's own events/s on this log, the figure the import is compared with;
+* **erasure check**: the customers erased in the deployment left out (one Redis round trip);
 * **calibrate**: the model fitted on the folded states, every customer re-evaluated;
 * **write**: every state and clock row produced to the changelog and acknowledged, and every
   profile and audience written to Redis, side by side.
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         folded = importer.fold(lines, fmt, settings, rules, default_model())
         fold_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        erased = importer.drop_erased(settings, folded)  # as the CLI: one Redis round trip
+        erasure_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         importer.recalibrate(folded, rules, default_model())
         updates = importer.final_profiles(folded)
         calibrate_s = time.perf_counter() - t0
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             "dead_letters": dict(folded.dead_reasons),
             "read_s": read_s,
             "fold_s": fold_s,
+            "erasure_check_s": erasure_s,
+            "erased_left_out": erased,
             "calibrate_s": calibrate_s,
             "write_s": write_s,
             "changelog_rows": rows,
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             delete_topics(settings, prefix)
             asyncio.run(_delete_keys(settings.redis_url, settings.redis_prefix))
     print(
-        f"phases: read {figures['read_s']:.1f} s, fold {figures['fold_s']:.1f} s, calibrate "
+        f"phases: read {figures['read_s']:.1f} s, fold {figures['fold_s']:.1f} s, erasure check "
+        f"{figures['erasure_check_s']:.1f} s, calibrate "
         f"{figures['calibrate_s']:.1f} s, changelog and Redis views side by side "
         f"{figures['write_s']:.1f} s ({figures['changelog_rows']:,} changelog rows)"
     )
