@@ -42,7 +42,8 @@ _FORMAT: Final = 4
 # are upgraded on read
 _FORMATS: Final = (1, 2, 3, 4)
 # Format 4 is format 3 with an index head after the format: [4, next due, partition, <format
-# 3 from the customer id on>], so a restart reads the due index from each row's first bytes.
+# 3 from the customer id on, without its next due>], so a restart reads the due index from each
+# row's first bytes, and the row is no longer than format 3 but for the partition.
 _HEAD: Final = 2
 _HEAD_PREFIX: Final = b"[4,"
 # positions in a format 1-3 row read without decoding the whole state
@@ -230,7 +231,7 @@ class CustomerState:
             self.quadrant_since_ms,
             self.drift_level,
             self.evaluated_ms,
-            self.next_due_ms,
+            # format 3 had the next due time here: format 4 has it in the head only
             self.model_version,
             self.days,
             [o.to_list() for o in self.outcomes],
@@ -280,8 +281,13 @@ class CustomerState:
     def from_list(cls, row: list[Any]) -> CustomerState:
         if not row or row[0] not in _FORMATS:
             raise ValueError(f"unknown customer state format {row[:1]!r}; expected {_FORMAT}")
-        if row[0] >= 4:  # the index head repeats fields of the body: the body is format 3
-            row = [row[0], *row[_HEAD + 1 :]]
+        if row[0] >= 4:  # the body is format 3 without its next due time, which is the head's
+            row = [
+                row[0],
+                *row[_HEAD + 1 : _HEAD + _NEXT_DUE_AT],
+                row[1],
+                *row[_HEAD + _NEXT_DUE_AT :],
+            ]
         s = cls(row[1])
         (
             s.seq,

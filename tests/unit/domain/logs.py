@@ -17,6 +17,7 @@ from streams.domain.facts import (
 )
 from streams.domain.model import Model, default_model
 from streams.domain.rules import Rules, load_rules
+from streams.domain.state import CustomerState
 
 T0 = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 LATENESS_MS = 2 * 3_600_000
@@ -130,3 +131,11 @@ def by_customer(outputs: list[OutputEvent]) -> dict[str, list[OutputEvent]]:
     for e in outputs:
         grouped.setdefault(e.customer_id, []).append(e)
     return grouped
+
+
+def format_3_row(state: CustomerState) -> list[object]:
+    """The state as a format-3 row (before the index head), as an earlier release wrote it:
+    format 4 without its head, the next due time back in the body after ``evaluated_ms``."""
+    row = state.to_list()
+    assert row[0] == 4
+    return [3, *row[3:30], row[1], *row[30:]]

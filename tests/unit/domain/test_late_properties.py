@@ -23,6 +23,7 @@ from tests.unit.domain.logs import (
     collect,
     customer_logs,
     feed,
+    format_3_row,
     rules_with_lateness,
     run_log,
 )
@@ -237,8 +238,7 @@ def test_a_state_saved_before_late_corrections_still_reads() -> None:
         ],
         end_ms=T0 + 4 * MS_PER_DAY,
     )
-    row = run.store.states["c"].to_list()
-    body = [3, *row[3:]]  # format 3: format 4 without its index head
+    body = format_3_row(run.store.states["c"])
     old = [1, *body[1:14], ["e2"], *body[15:30]]
     state = CustomerState.from_bytes(orjson.dumps(old))
     assert state.days == [day_of(T0 + 3 * MS_PER_DAY)]

@@ -15,6 +15,7 @@ from streams.domain.offers import in_holdout
 from streams.domain.outcomes import MAX_PENDING, PendingOutcome, count_purchase
 from streams.domain.rules import Rules, load_rules
 from streams.domain.state import CustomerState
+from tests.unit.domain.logs import format_3_row
 
 T0 = 1_577_836_800_000  # 2020-01-01
 RULES = load_rules()
@@ -191,7 +192,7 @@ def test_a_format_2_state_is_read_with_no_outcomes() -> None:
     state = CustomerState("c1")
     row = state.to_list()
     assert row[0] == 4
-    body = [3, *row[3:]]  # format 3: format 4 without its index head
+    body = format_3_row(state)
     old = [2, *body[1:31]]  # format 2 ended with the purchase days
     read = CustomerState.from_bytes(orjson.dumps(old))
     assert read.outcomes == [] and read.offer_ms == []

@@ -18,6 +18,7 @@ from streams.domain.rules import load_rules
 from streams.domain.state import CustomerState
 from streams.worker.bulk_store import STORE_URLS
 from streams.worker.table_store import TableStores, changelog_key, local_rows
+from tests.unit.domain.logs import format_3_row
 
 PARTITIONS = 4
 
@@ -65,7 +66,7 @@ def _state(rnd: random.Random, customer_id: str, partition: int) -> CustomerStat
 def _row(rnd: random.Random, state: CustomerState) -> bytes:
     """Format 4 mostly; format 3 rows (written before the index head) too."""
     if rnd.random() < 0.3:
-        return orjson.dumps([3, *state.to_list()[3:]])
+        return orjson.dumps(format_3_row(state))
     return state.to_bytes()
 
 
@@ -146,7 +147,7 @@ def test_index_head_reads_what_a_full_parse_reads() -> None:
         _customer_id, partition, due = CustomerState.index_entry(raw)
         assert CustomerState.index_head(raw) == (partition, due)
         assert CustomerState.from_bytes(raw) == state
-        old = orjson.dumps([3, *state.to_list()[3:]])  # format 3 still reads, the same state
+        old = orjson.dumps(format_3_row(state))  # format 3 still reads, the same state
         assert CustomerState.index_head(old) is None
         assert CustomerState.index_entry(old) == (state.customer_id, partition, due)
         assert CustomerState.from_bytes(old) == state
