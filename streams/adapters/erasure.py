@@ -110,11 +110,16 @@ class RedisEraser:
         wanted = sorted(set(hashes))
         if not wanted:
             return set()
-        async with self._client.pipeline(transaction=False) as pipe:
-            for hashed in wanted:
-                pipe.exists(self.marker(hashed))
-            found = await pipe.execute()
-        return {h for h, n in zip(wanted, found, strict=True) if int(n)}
+        found: list[Any] = []
+        # markers are strings: one MGET per chunk is one reply for thousands of customers
+        # (an EXISTS each cost ~30 µs of client CPU per reply at an import's scale)
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            found += await self._client.mget([self.marker(hashed) for hashed in chunk])
+        return {h for h, value in zip(wanted, found, strict=True) if value is not None}
+
+
+_LOOKUP_CHUNK: Final = 10_000
 
 
 def _glob_escape(text: str) -> str:
