@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -476,7 +476,17 @@ class Processor:
         per changed customer per batch is all it needs. Each carries the customer's outputs
         since the last call, for the views' history lists.
         """
-        out: list[OutRecord] = []
+        topic = self.topics.profiles
+        dumps = orjson.dumps
+        return [
+            OutRecord(topic, customer_id.encode(), dumps(update))
+            for customer_id, update in self.drain_profile_updates()
+        ]
+
+    def drain_profile_updates(self) -> list[tuple[str, dict[str, Any]]]:
+        """:meth:`drain_profiles` before serialization: (customer id, update) with the
+        ``Profile`` itself, for the import, which keeps them in memory (no JSON round trip)."""
+        out: list[tuple[str, dict[str, Any]]] = []
         for engine in self._engines.values():
             for customer_id in sorted(engine.changed):
                 state = engine.store.get(customer_id)
@@ -490,9 +500,7 @@ class Processor:
                     "quadrant_since_ms": state.quadrant_since_ms,
                     "history": self._history.pop(customer_id, []),
                 }
-                out.append(
-                    OutRecord(self.topics.profiles, customer_id.encode(), orjson.dumps(update))
-                )
+                out.append((customer_id, update))
             engine.changed.clear()
             engine.verdicts.clear()
         self._history.clear()

@@ -492,12 +492,17 @@ def profile_update(raw: bytes) -> ProfileUpdate:
 
 
 def profile_update_of(data: dict[str, Any]) -> ProfileUpdate:
-    """A profiles-topic record already parsed (the import keeps them parsed); takes it over."""
+    """A profiles-topic record already parsed, or as the processor built it (with the
+    ``Profile`` itself: the import keeps them in memory); takes it over."""
     fields = data["profile"]
-    if fields.get("scores") is not None:
-        fields["scores"] = tuple(fields["scores"])
+    if isinstance(fields, Profile):
+        profile = fields
+    else:
+        if fields.get("scores") is not None:
+            fields["scores"] = tuple(fields["scores"])
+        profile = Profile(**fields)
     return ProfileUpdate(
-        profile=Profile(**fields),
+        profile=profile,
         segment_since_ms=data.get("segment_since_ms"),
         quadrant_since_ms=data.get("quadrant_since_ms"),
         history=tuple((i, j) for i, j in data.get("history", [])),

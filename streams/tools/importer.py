@@ -237,9 +237,7 @@ DRAIN_EVERY: Final = 50_000
 
 def keep_profiles(folded: Folded) -> None:
     """Keep each changed customer's latest profile, with its recent history (capped)."""
-    for record in folded.processor.drain_profiles():
-        update = orjson.loads(record.value)
-        customer_id = record.key.decode()
+    for customer_id, update in folded.processor.drain_profile_updates():
         before = folded.profiles.get(customer_id)
         if before is not None:
             update["history"] = [*before["history"], *update["history"]]
