@@ -10,7 +10,7 @@ the import as the CLI does, phase by phase, into a fresh app on the local stack:
 * **erasure check**: the customers erased in the deployment left out (one Redis round trip);
 * **calibrate**: the model fitted on the folded states, every customer re-evaluated;
 * **write**: every state and clock row produced to the changelog and acknowledged, and every
-  profile and audience written to Redis, side by side.
+  customer's final profile built and written with the audiences to Redis, side by side.
 
 Prints events/s of the fold and of the whole import, and their ratio (target ≥ 0.8). The
 topics, consumer group and Redis keys it made are deleted at the end (``--keep`` keeps them).
@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         erasure_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         importer.recalibrate(folded, rules, default_model())
-        updates = importer.final_profiles(folded)
         calibrate_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rows = asyncio.run(importer.write_all(settings, folded, updates))
+        t0 = time.perf_counter()  # as the CLI: final profiles built while the last are written
+        rows = asyncio.run(
+            importer.write_all(settings, folded, importer.final_profile_batches(folded))
+        )
         write_s = time.perf_counter() - t0
         total_s = time.perf_counter() - started
 

@@ -330,9 +330,11 @@ def import_history(
     """
     import asyncio
     import json as jsonlib
+    from collections.abc import Iterator
 
     from rich.progress import Progress
 
+    from streams.adapters.redis_views import ProfileUpdate
     from streams.tools import importer
     from streams.worker.model_watch import load_current_model, publish_model
     from streams.worker.topics import ensure_topics
@@ -382,23 +384,31 @@ def import_history(
             importer.drop_erased(settings, folded)  # an erased customer is never brought back
         if not keep_model:
             model = importer.recalibrate(folded, rule_book, model)
-        updates = importer.final_profiles(folded)
         dead_letters.write_bytes(b"".join(d + b"\n" for d in folded.dead_letters))
         if not dry_run:
             if not keep_model:
                 publish_model(settings, model)
             rows = folded.customers + len(folded.stores)
             to_changelog = progress.add_task("changelog", total=rows)
-            to_redis = progress.add_task("Redis views", total=len(updates))
+            to_redis = progress.add_task("Redis views", total=folded.customers)
+            updates: list[ProfileUpdate] = []
+
+            def final_profiles() -> Iterator[list[ProfileUpdate]]:
+                # built a batch at a time while the previous one is written
+                for batch in importer.final_profile_batches(folded):
+                    updates.extend(batch)
+                    yield batch
+
             asyncio.run(
                 importer.write_all(
                     settings,
                     folded,
-                    updates,
+                    final_profiles(),
                     changelog_progress=lambda n: progress.advance(to_changelog, n),
                     views_progress=lambda n: progress.advance(to_redis, n),
                 )
             )
+            progress.update(to_redis, total=len(updates), completed=len(updates))
             if emit_current:
                 memberships = importer.current_memberships(settings, rule_book, updates)
                 emitted = importer.publish(settings, memberships)

@@ -487,23 +487,37 @@ class Processor:
         """:meth:`drain_profiles` before serialization: (customer id, update) with the
         ``Profile`` itself, for the import, which keeps them in memory (no JSON round trip)."""
         out: list[tuple[str, dict[str, Any]]] = []
-        for engine in self._engines.values():
-            for customer_id in sorted(engine.changed):
-                state = engine.store.get(customer_id)
-                if state is None or state.evaluated_ms is None:
-                    continue
-                cached = engine.verdicts.get(customer_id)
-                verdict = cached[1] if cached and cached[0] == state.evaluated_ms else None
-                update = {
-                    "profile": engine.classifier.assess(state, state.evaluated_ms, verdict),
-                    "segment_since_ms": state.segment_since_ms,
-                    "quadrant_since_ms": state.quadrant_since_ms,
-                    "history": self._history.pop(customer_id, []),
-                }
-                out.append((customer_id, update))
+        for partition, engine in self._engines.items():
+            out += self.profile_updates_of(partition, sorted(engine.changed))
             engine.changed.clear()
             engine.verdicts.clear()
         self._history.clear()
+        return out
+
+    def profile_updates_of(
+        self, partition: int, customer_ids: Iterable[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The current profile updates of these customers of a partition, with their history
+        since the last drain (taken); customers with no evaluated state are left out.
+
+        The import asks for its final profiles a batch at a time with it; unlike a drain it
+        leaves the other customers' cached verdicts and history alone.
+        """
+        engine = self._engines[partition]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for customer_id in customer_ids:
+            state = engine.store.get(customer_id)
+            if state is None or state.evaluated_ms is None:
+                continue
+            cached = engine.verdicts.get(customer_id)
+            verdict = cached[1] if cached and cached[0] == state.evaluated_ms else None
+            update = {
+                "profile": engine.classifier.assess(state, state.evaluated_ms, verdict),
+                "segment_since_ms": state.segment_since_ms,
+                "quadrant_since_ms": state.quadrant_since_ms,
+                "history": self._history.pop(customer_id, []),
+            }
+            out.append((customer_id, update))
         return out
 
     def _save_clock(self, partition: int, engine: PartitionEngine) -> None:

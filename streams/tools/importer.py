@@ -238,11 +238,17 @@ DRAIN_EVERY: Final = 50_000
 def keep_profiles(folded: Folded) -> None:
     """Keep each changed customer's latest profile, with its recent history (capped)."""
     for customer_id, update in folded.processor.drain_profile_updates():
-        before = folded.profiles.get(customer_id)
-        if before is not None:
-            update["history"] = [*before["history"], *update["history"]]
-        update["history"] = update["history"][-DEFAULT_HISTORY_CAP:]
-        folded.profiles[customer_id] = update
+        _kept(folded, customer_id, update)
+
+
+def _kept(folded: Folded, customer_id: str, update: dict[str, Any]) -> dict[str, Any]:
+    """The customer's latest profile update kept, its history appended to the kept one."""
+    before = folded.profiles.get(customer_id)
+    if before is not None:
+        update["history"] = [*before["history"], *update["history"]]
+    update["history"] = update["history"][-DEFAULT_HISTORY_CAP:]
+    folded.profiles[customer_id] = update
+    return update
 
 
 def _reason(raw: bytes) -> str:
@@ -304,11 +310,29 @@ def recalibrate(folded: Folded, rules: Rules, previous: Model) -> Model:
 
 def final_profiles(folded: Folded) -> list[ProfileUpdate]:
     """Every customer's profile update for the views, after the last evaluation."""
-    for partition in folded.stores:
-        engine = folded.processor.engine(partition)
-        engine.changed.update(s.customer_id for s in folded.stores[partition].states())
-    keep_profiles(folded)
-    return [profile_update_of(u) for _, u in sorted(folded.profiles.items())]
+    return [u for batch in final_profile_batches(folded) for u in batch]
+
+
+def final_profile_batches(folded: Folded, size: int | None = None) -> Iterator[list[ProfileUpdate]]:
+    """:func:`final_profiles` a batch at a time, partition by partition, customers sorted.
+
+    Lazily: the import writes a batch to Redis while it evaluates the next (each costs about
+    as much as the other, on different cores). Evaluating a customer reads its state and
+    changes nothing in it, so the changelog may be written meanwhile.
+    """
+    size = size or VIEWS_BATCH
+    processor = folded.processor
+    for partition in sorted(folded.stores):
+        processor.engine(partition)
+        ids = sorted(s.customer_id for s in folded.stores[partition].states())
+        for start in range(0, len(ids), size):
+            batch = []
+            for customer_id, update in processor.profile_updates_of(
+                partition, ids[start : start + size]
+            ):
+                kept = _kept(folded, customer_id, update)
+                batch.append(profile_update_of(kept))
+            yield batch
 
 
 # --------------------------------------------------------------------------- writing
@@ -532,12 +556,13 @@ async def write_changelog(
 async def write_all(
     settings: Settings,
     folded: Folded,
-    updates: list[ProfileUpdate],
+    updates: Iterable[list[ProfileUpdate]],
     *,
     changelog_progress: Progress | None = None,
     views_progress: Progress | None = None,
 ) -> int:
-    """The changelog and the Redis views, written side by side; returns the changelog rows."""
+    """The changelog and the Redis views (``updates`` in batches, e.g. lazily from
+    :func:`final_profile_batches`), written side by side; returns the changelog rows."""
     rows, _ = await asyncio.gather(
         write_changelog(settings, folded, changelog_progress),
         write_views(settings, updates, views_progress),
@@ -546,14 +571,22 @@ async def write_all(
 
 
 async def write_views(
-    settings: Settings, updates: list[ProfileUpdate], progress: Progress | None = None
+    settings: Settings,
+    updates: Iterable[list[ProfileUpdate]],
+    progress: Progress | None = None,
 ) -> int:
-    """The Redis profiles and audiences, in batches (idempotent: a rerun writes the same)."""
+    """The Redis profiles and audiences, in batches (idempotent: a rerun writes the same).
+
+    ``updates`` holds batches of disjoint customers (at most :data:`VIEWS_BATCH` each is
+    best); a lazy iterable is consumed between the writes, so building a batch overlaps
+    Redis writing the previous one. Returns the profiles written.
+    """
     from streams.adapters import ProfileViews, connect, with_backoff
 
     client = connect(settings)
     views = ProfileViews(client, settings.redis_prefix)
     in_flight: set[asyncio.Task[int]] = set()
+    total = 0
 
     async def load(batch: list[ProfileUpdate]) -> int:
         await with_backoff(
@@ -572,8 +605,12 @@ async def write_views(
     try:
         # batches hold disjoint customers, so two may be in flight: one is built while
         # Redis runs the other (Redis's time was otherwise a wait of its own)
-        for start in range(0, len(updates), VIEWS_BATCH):
-            in_flight.add(asyncio.create_task(load(updates[start : start + VIEWS_BATCH])))
+        for batch in updates:
+            if not batch:
+                continue
+            total += len(batch)
+            in_flight.add(asyncio.create_task(load(batch)))
+            await asyncio.sleep(0)  # let it send its first request before the next is built
             if len(in_flight) >= VIEWS_IN_FLIGHT:
                 await settle(asyncio.FIRST_COMPLETED)
         if in_flight:
@@ -583,7 +620,7 @@ async def write_views(
             task.cancel()
         await asyncio.gather(*in_flight, return_exceptions=True)
         await client.aclose()
-    return len(updates)
+    return total
 
 
 VIEWS_BATCH: Final = 1_000

@@ -136,6 +136,20 @@ def test_recalibration_publishes_a_model_of_the_history() -> None:
     assert {p.profile.model_version for p in profiles} == {model.version}
 
 
+def test_final_profiles_in_batches_are_the_final_profiles() -> None:
+    """Batch by batch (the import writes one while it builds the next) as all at once."""
+    whole = folded_sample()
+    importer.recalibrate(whole, RULES, default_model())
+    want = {u.profile.customer_id: u for u in importer.final_profiles(whole)}
+    batched = folded_sample()
+    importer.recalibrate(batched, RULES, default_model())
+    batches = list(importer.final_profile_batches(batched, size=7))
+    assert len(batches) > 2 and all(0 < len(b) <= 7 for b in batches)
+    got = [u for batch in batches for u in batch]
+    assert len({u.profile.customer_id for u in got}) == len(got)  # each customer once
+    assert {u.profile.customer_id: u for u in got} == want
+
+
 def test_current_memberships_state_where_customers_are_and_trigger_no_offer() -> None:
     folded = folded_sample()
     updates = importer.final_profiles(folded)
