@@ -161,9 +161,15 @@ class OfferStore:
         Returns the decision that is now stored: ``decision`` itself, or the one recorded
         earlier under the same id. Send the returned one.
         """
-        stored: bytes | str | None = await self._record(
-            keys=[self.keys.decision(decision.id), self.keys.offers(decision.customer_id)],
-            args=[
+        keys, args = self._record_call(decision)
+        stored: bytes | str | None = await self._record(keys=keys, args=args)
+        return decision if stored is None else decision_from_json(stored)
+
+    def _record_call(self, decision: OfferDecision) -> tuple[list[str], list[bytes | str | int]]:
+        """The record script's keys and arguments for a decision."""
+        return (
+            [self.keys.decision(decision.id), self.keys.offers(decision.customer_id)],
+            [
                 decision_to_json(decision),
                 self._ttl_ms,
                 "1" if decision.records else "0",
@@ -172,7 +178,6 @@ class OfferStore:
                 decision.id,
             ],
         )
-        return decision if stored is None else decision_from_json(stored)
 
     # --- a batch of triggers in three round trips (the offers agent's path) ---------------
 
@@ -209,18 +214,8 @@ class OfferStore:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
             for decision in decisions:
-                await self._record(
-                    keys=[self.keys.decision(decision.id), self.keys.offers(decision.customer_id)],
-                    args=[
-                        decision_to_json(decision),
-                        self._ttl_ms,
-                        "1" if decision.records else "0",
-                        decision.at_ms,
-                        self._keep_ms,
-                        decision.id,
-                    ],
-                    client=pipe,
-                )
+                keys, args = self._record_call(decision)
+                await self._record(keys=keys, args=args, client=pipe)
             stored: list[Any] = await pipe.execute()
         return [
             decision if raw is None else decision_from_json(raw)
