@@ -288,6 +288,40 @@ async def test_bulk_load_leaves_what_apply_leaves(client: Redis, settings: Setti
     assert await _stripped(client, loaded_prefix) == await _stripped(client, applied_prefix)
 
 
+async def test_a_batch_over_several_script_runs_is_applied_in_order(
+    client: Redis, settings: Settings
+) -> None:
+    """A batch longer than a script run's chunk leaves what updates one at a time leave,
+    a customer updated on both sides of a chunk's edge included (older, then newer)."""
+    from streams.adapters.redis_views import APPLY_CHUNK
+
+    segments = ("champions", "loyal", "promising")
+    batch = [
+        update(f"c{i}", T + i, rfm_segment=segments[i % 3], history=(f"c{i}:1",))
+        for i in range(2 * APPLY_CHUNK + 50)
+    ]
+    edge = APPLY_CHUNK - 1
+    batch.insert(edge, update("edge", T, rfm_segment="loyal", history=("edge:1",)))
+    batch.insert(edge + 2, update("edge", T + 1, rfm_segment="champions", history=("edge:2",)))
+    batch.append(update("edge", T - 1, rfm_segment="promising"))  # older: ignored
+    together = f"{settings.redis_prefix}chunks-together{next(_prefixes)}:"
+    alone = f"{settings.redis_prefix}chunks-alone{next(_prefixes)}:"
+    await ProfileViews(client, together).apply(batch)
+    one_by_one = ProfileViews(client, alone)
+    for u in batch:
+        await one_by_one.apply([u])
+
+    want = await _stripped(client, alone)
+    assert len([k for k in want if k.startswith(b"profile:")]) == 2 * APPLY_CHUNK + 51
+    assert await _stripped(client, together) == want
+    stored = await ProfileViews(client, together).profile("edge")
+    assert stored is not None and stored["rfm_segment"] == "champions"
+    assert [e["id"] for e in await ProfileViews(client, together).history("edge")] == [
+        "edge:2",
+        "edge:1",
+    ]
+
+
 # --- offer store --------------------------------------------------------------------------
 
 
