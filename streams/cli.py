@@ -394,7 +394,7 @@ def import_history(
             updates: list[ProfileUpdate] = []
 
             def final_profiles() -> Iterator[list[ProfileUpdate]]:
-                # built a batch at a time while the previous one is written
+                # built a batch at a time, kept for --emit-current
                 for batch in importer.final_profile_batches(folded):
                     updates.extend(batch)
                     yield batch

@@ -316,9 +316,9 @@ def final_profiles(folded: Folded) -> list[ProfileUpdate]:
 def final_profile_batches(folded: Folded, size: int | None = None) -> Iterator[list[ProfileUpdate]]:
     """:func:`final_profiles` a batch at a time, partition by partition, customers sorted.
 
-    Lazily: the import writes a batch to Redis while it evaluates the next (each costs about
-    as much as the other, on different cores). Evaluating a customer reads its state and
-    changes nothing in it, so the changelog may be written meanwhile.
+    Lazily, so the import never holds every final ``ProfileUpdate`` at once. Evaluating a
+    customer reads its state and changes nothing in it, so the changelog may be written
+    meanwhile.
     """
     size = size or VIEWS_BATCH
     processor = folded.processor
@@ -577,51 +577,29 @@ async def write_views(
 ) -> int:
     """The Redis profiles and audiences, in batches (idempotent: a rerun writes the same).
 
-    ``updates`` holds batches of disjoint customers (at most :data:`VIEWS_BATCH` each is
-    best); a lazy iterable is consumed between the writes, so building a batch overlaps
-    Redis writing the previous one. Returns the profiles written.
+    ``updates`` holds batches of customers (at most :data:`VIEWS_BATCH` each is best), e.g.
+    built lazily by :func:`final_profile_batches`. Returns the profiles written.
     """
     from streams.adapters import ProfileViews, connect, with_backoff
 
     client = connect(settings)
     views = ProfileViews(client, settings.redis_prefix)
-    in_flight: set[asyncio.Task[int]] = set()
     total = 0
-
-    async def load(batch: list[ProfileUpdate]) -> int:
-        await with_backoff(
-            lambda: views.load(batch), what="profile views", where=settings.redis_url
-        )
-        return len(batch)
-
-    async def settle(when: str) -> None:
-        nonlocal in_flight
-        done, in_flight = await asyncio.wait(in_flight, return_when=when)
-        for task in done:
-            written = task.result()  # a batch that failed for good fails the import
-            if progress is not None:
-                progress(written)
-
     try:
-        # batches hold disjoint customers, so two may be in flight: one is built while
-        # Redis runs the other (Redis's time was otherwise a wait of its own)
         for batch in updates:
             if not batch:
                 continue
+
+            async def load(batch: list[ProfileUpdate] = batch) -> None:
+                await views.load(batch)
+
+            await with_backoff(load, what="profile views", where=settings.redis_url)
             total += len(batch)
-            in_flight.add(asyncio.create_task(load(batch)))
-            await asyncio.sleep(0)  # let it send its first request before the next is built
-            if len(in_flight) >= VIEWS_IN_FLIGHT:
-                await settle(asyncio.FIRST_COMPLETED)
-        if in_flight:
-            await settle(asyncio.ALL_COMPLETED)
+            if progress is not None:
+                progress(len(batch))
     finally:
-        for task in in_flight:
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
         await client.aclose()
     return total
 
 
 VIEWS_BATCH: Final = 1_000
-VIEWS_IN_FLIGHT: Final = 2
