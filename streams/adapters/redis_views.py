@@ -221,36 +221,62 @@ def profile_fields(update: ProfileUpdate) -> dict[str, str]:
 APPLY_CHUNK: Final = 200
 """Updates per script run: Redis runs ~50 µs per update, so a chunk holds readers ~10 ms."""
 
-_STORED_AMONG_LUA: Final = """
--- KEYS: (profile, history ids) per customer. Returns per customer how many of its two exist.
-local n = {}
-for i = 1, #KEYS, 2 do
-  n[#n + 1] = redis.call('EXISTS', KEYS[i], KEYS[i + 1])
-end
-return n
-"""
-
 _LOAD_MANY_LUA: Final = """
--- KEYS per customer: profile hash, history list, history ids.
--- ARGV[1]: history cap; ARGV[2]: a JSON array with, per customer,
---   [[field, value, ...], [history entry, ...], [seq, entry id, ...]].
+-- KEYS per customer: profile hash, history list, history ids; then the audience index.
+-- ARGV[1]: history cap; ARGV[2]: key prefix; ARGV[3]: a JSON array with, per customer,
+--   [customer id, [field, value, ...], [history entry, ...], [seq, entry id, ...],
+--    new segment, new quadrant, previous segment, previous quadrant ('' = none), skip].
+-- A customer with a stored profile or history, or with skip = 1 (twice in the batch), is
+-- left alone and its position returned: the caller applies those with the apply script.
 -- One JSON argument and one reply for a whole batch: redis-py packs every argument and
--- reads every reply in Python (~70 arguments per profile, ~75 µs per reply).
-local cap = tonumber(ARGV[1])
-local rows = cjson.decode(ARGV[2])
+-- reads every reply in Python (~70 arguments per profile, ~75 µs per reply). Each audience
+-- gets one SREM / SADD for the whole batch.
+local cap, prefix = tonumber(ARGV[1]), ARGV[2]
+local rows = cjson.decode(ARGV[3])
+local index = KEYS[#KEYS]
+local dims = {'rfm_segment', 'quadrant'}
+local leave, join, left = {}, {}, {}
+local function add(sets, name, member)
+  local members = sets[name]
+  if not members then
+    members = {}
+    sets[name] = members
+  end
+  members[#members + 1] = member
+end
 for i, row in ipairs(rows) do
   local profile, history, ids = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  redis.call('HSET', profile, unpack(row[1]))
-  if #row[2] > 0 then
-    redis.call('LPUSH', history, unpack(row[2]))
-    redis.call('ZADD', ids, unpack(row[3]))
-    if #row[2] > cap then
-      redis.call('LTRIM', history, 0, cap - 1)
-      redis.call('ZREMRANGEBYRANK', ids, 0, -(cap + 1))
+  if row[9] == 1 or redis.call('EXISTS', profile, ids) > 0 then
+    left[#left + 1] = i
+  else
+    redis.call('HSET', profile, unpack(row[2]))
+    if #row[3] > 0 then
+      redis.call('LPUSH', history, unpack(row[3]))
+      redis.call('ZADD', ids, unpack(row[4]))
+      if #row[3] > cap then
+        redis.call('LTRIM', history, 0, cap - 1)
+        redis.call('ZREMRANGEBYRANK', ids, 0, -(cap + 1))
+      end
+    end
+    for d = 1, 2 do
+      local new, old = row[4 + d], row[6 + d]
+      if old ~= '' and old ~= new then
+        add(leave, dims[d] .. ':' .. old, row[1])
+      end
+      if new ~= '' then
+        add(join, dims[d] .. ':' .. new, row[1])
+      end
     end
   end
 end
-return #rows
+for name, members in pairs(leave) do
+  redis.call('SREM', prefix .. 'audience:' .. name, unpack(members))
+end
+for name, members in pairs(join) do
+  redis.call('SADD', prefix .. 'audience:' .. name, unpack(members))
+  redis.call('SADD', index, name)
+end
+return left
 """
 
 # Updates in chunks: one JSON argument and one reply per chunk, because redis-py packs every
@@ -326,7 +352,6 @@ class ProfileViews:
         self._history_cap = history_cap
         self.keys = ViewKeys(prefix)
         self._apply = client.register_script(_APPLY_LUA)
-        self._stored_among = client.register_script(_STORED_AMONG_LUA)
         self._load_many = client.register_script(_LOAD_MANY_LUA)
 
     async def apply(self, updates: Sequence[ProfileUpdate]) -> None:
@@ -377,56 +402,26 @@ class ProfileViews:
     async def load(self, updates: Sequence[ProfileUpdate]) -> None:
         """Write a batch of whole profiles for a bulk load (``rfm-stream import``).
 
-        Leaves Redis as ``apply`` would, with about half of Redis's CPU: a customer with no
-        stored profile and no history is written with plain pipelined commands, and each
-        audience gets one ``SADD`` for the whole batch, instead of one script run (~200 µs
-        of the single-threaded server, which bounds an import of a million customers) per
-        customer. Customers stored already (an import run again after a crash) and customers
-        twice in the batch go through ``apply``, so retrying a batch whole stays safe.
-        Not for use beside another writer of the same customers: between the existence
-        check and the write, nothing else may write them (the import refuses to run while
-        workers consume).
+        Leaves Redis as ``apply`` would, with about half of Redis's CPU and in one round trip:
+        a customer with no stored profile and no history is written by one script run for
+        the whole batch, each audience with one ``SADD`` for the batch, instead of one run of
+        the apply script (~200 µs of the single-threaded server, which bounds an import of a
+        million customers) per customer. Customers stored already (an import run again after
+        a crash) and customers twice in the batch are left to ``apply``, so retrying a batch
+        whole stays safe. Every row is built before the first await, so a caller that keeps
+        two batches in flight builds one while Redis writes the other. Not for use beside
+        another writer of the same customers (the import refuses to run while workers
+        consume).
         """
         if not updates:
             return
-        keys = self.keys
-        ids = [update.profile.customer_id for update in updates]
-        looked_up = [k for c in ids for k in (keys.profile(c), keys.history_ids(c))]
-        stored = await self._stored_among(keys=looked_up)
-        seen = Counter(ids)
-        fresh = [
-            u
-            for u, n in zip(updates, stored, strict=True)
-            if n == 0 and seen[u.profile.customer_id] == 1
-        ]
-        rest = [
-            u
-            for u, n in zip(updates, stored, strict=True)
-            if n != 0 or seen[u.profile.customer_id] != 1
-        ]
-        if fresh:
-            await self._load_fresh(fresh)
-        if rest:
-            await self.apply(rest)
-
-    async def _load_fresh(self, updates: Sequence[ProfileUpdate]) -> None:
-        """``load`` for customers with nothing stored: the script's writes, batched."""
         keys, cap = self.keys, self._history_cap
-        leave: dict[tuple[str, str], list[str]] = {}
-        join: dict[tuple[str, str], list[str]] = {}
+        seen = Counter(update.profile.customer_id for update in updates)
         row_keys: list[str] = []
-        rows: list[tuple[list[str], list[str], list[int | str]]] = []
+        rows: list[list[Any]] = []
         for update in updates:
             p = update.profile
             cid = p.customer_id
-            for dimension, new, old in (
-                ("rfm_segment", p.rfm_segment or "", update.previous_segment or ""),
-                ("quadrant", p.quadrant or "", update.previous_quadrant or ""),
-            ):
-                if old and old != new:
-                    leave.setdefault((dimension, old), []).append(cid)
-                if new:
-                    join.setdefault((dimension, new), []).append(cid)
             entries: dict[str, str] = {}
             for entry_id, entry in update.history:  # the first of a repeated id counts
                 entries.setdefault(entry_id, entry if isinstance(entry, str) else entry.decode())
@@ -435,21 +430,24 @@ class ProfileViews:
             ]
             row_keys += (keys.profile(cid), keys.history(cid), keys.history_ids(cid))
             rows.append(
-                (
+                [
+                    cid,
                     [x for pair in profile_fields(update).items() for x in pair],
                     list(entries.values()),
                     scored,
-                )
+                    p.rfm_segment or "",
+                    p.quadrant or "",
+                    update.previous_segment or "",
+                    update.previous_quadrant or "",
+                    1 if seen[cid] > 1 else 0,
+                ]
             )
-        async with self._client.pipeline(transaction=False) as pipe:
-            await self._load_many(keys=row_keys, args=[cap, orjson.dumps(rows)], client=pipe)
-            for (dimension, name), members in leave.items():
-                pipe.srem(keys.audience(dimension, name), *members)
-            for (dimension, name), members in join.items():
-                pipe.sadd(keys.audience(dimension, name), *members)
-            if join:
-                pipe.sadd(keys.audience_index, *(f"{d}:{n}" for d, n in join))
-            await pipe.execute()
+        row_keys.append(keys.audience_index)
+        left: list[Any] = await self._load_many(
+            keys=row_keys, args=[cap, keys.prefix, orjson.dumps(rows)]
+        )
+        if left:  # positions are 1-based, in batch order: apply keeps that order
+            await self.apply([updates[int(i) - 1] for i in left])
 
     async def profile(self, customer_id: str) -> dict[str, str] | None:
         """The customer's profile hash, or None if the customer has none."""

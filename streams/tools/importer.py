@@ -577,27 +577,50 @@ async def write_views(
 ) -> int:
     """The Redis profiles and audiences, in batches (idempotent: a rerun writes the same).
 
-    ``updates`` holds batches of customers (at most :data:`VIEWS_BATCH` each is best), e.g.
-    built lazily by :func:`final_profile_batches`. Returns the profiles written.
+    ``updates`` holds batches of distinct customers (at most :data:`VIEWS_BATCH` each is
+    best), e.g. built lazily by :func:`final_profile_batches`. Two batches are in flight: a
+    batch's request leaves before the next batch is built, so Redis runs one batch's writes
+    while this process builds the next (one after the other, the two took the sum of their
+    CPU times). Returns the profiles written.
     """
     from streams.adapters import ProfileViews, connect, with_backoff
 
     client = connect(settings)
     views = ProfileViews(client, settings.redis_prefix)
     total = 0
+    in_flight: asyncio.Task[int] | None = None
+
+    async def load(batch: list[ProfileUpdate]) -> int:
+        async def once() -> None:
+            await views.load(batch)
+
+        await with_backoff(once, what="profile views", where=settings.redis_url)
+        return len(batch)
+
+    async def finish(task: asyncio.Task[int]) -> None:
+        nonlocal total
+        written = await task
+        total += written
+        if progress is not None:
+            progress(written)
+
     try:
         for batch in updates:
             if not batch:
                 continue
-
-            async def load(batch: list[ProfileUpdate] = batch) -> None:
-                await views.load(batch)
-
-            await with_backoff(load, what="profile views", where=settings.redis_url)
-            total += len(batch)
-            if progress is not None:
-                progress(len(batch))
+            task = asyncio.create_task(load(batch))
+            await asyncio.sleep(0)  # the task's first request leaves now, not after the next build
+            if in_flight is not None:
+                await finish(in_flight)
+            in_flight = task
+        if in_flight is not None:
+            await finish(in_flight)
+            in_flight = None
     finally:
+        if in_flight is not None:  # an error while building: the batch sent is not awaited
+            in_flight.cancel()
+            with contextlib.suppress(BaseException):
+                await in_flight
         await client.aclose()
     return total
 
