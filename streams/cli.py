@@ -367,7 +367,10 @@ def import_history(
 
         model = default_model()
     emitted = 0
-    with Progress(console=console, transient=False) as progress:
+    with (
+        Progress(console=console, transient=False) as progress,
+        importer.long_lived_heap(),
+    ):
         task = progress.add_task(f"folding {log.name}", total=len(lines))
         folded = importer.fold(
             lines,

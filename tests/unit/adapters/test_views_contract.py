@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -156,3 +157,111 @@ def test_history_entries_must_be_json_objects() -> None:
     with pytest.raises(ValueError, match="not valid JSON"):
         dataclasses.replace(base, history=(("c1:1", b"{not json"),))
     assert dataclasses.replace(base, history=(("c1:1", b'{"id": "c1:1"}'),)).history
+
+
+def test_a_topic_record_history_is_checked_the_processor_own_is_taken_as_is() -> None:
+    """Records read from the profiles topic are parsed and refused when bad; the import's own
+    updates (``own_history``) skip that parse, and their entries are kept unchanged."""
+    from streams.adapters.redis_views import profile_update, profile_update_of
+
+    record = {"profile": dataclasses.asdict(profile()), "history": [["c1:1", "[1]"]]}
+    with pytest.raises(ValueError, match="not a JSON object"):
+        profile_update(orjson.dumps(record))
+    own = {"profile": profile(), "history": [("c1:1", '{"id": "c1:1"}')]}
+    assert profile_update_of(own, own_history=True).history == (("c1:1", '{"id": "c1:1"}'),)
+
+
+def _generic_fields(u: ProfileUpdate) -> dict[str, str]:
+    """The hash as one generic conversion of every value would write it (the reference)."""
+    p = u.profile
+    r, f, m = p.scores if p.scores is not None else (None, None, None)
+    times = {
+        "updated_at": p.at_ms,
+        "segment_since": u.segment_since_ms,
+        "quadrant_since": u.quadrant_since_ms,
+        "first_purchase_at": p.first_purchase_ms,
+        "last_purchase_at": p.last_purchase_ms,
+        "expected_next_purchase_at": p.expected_next_purchase_ms,
+        "last_interaction_at": p.last_interaction_ms,
+    }
+    raw = dataclasses.asdict(p) | {"recency_score": r, "frequency_score": f, "monetary_score": m}
+    raw["drift_severity"] = drift_severity(p.drift_level)
+    out = {}
+    for name in CONTRACT_FIELDS:
+        if name in times:
+            out[name] = iso_ms(times[name])
+            continue
+        value = raw[name]
+        out[name] = (
+            ""
+            if value is None
+            else ("1" if value else "0")
+            if isinstance(value, bool)
+            else repr(value)
+            if isinstance(value, float)
+            else str(value)
+        )
+    return out
+
+
+_maybe_float = st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.integers(0, 10**6)
+_maybe_ms = st.none() | st.integers(0, 4 * 10**12)
+
+
+@given(
+    scores=st.none() | st.tuples(*[st.integers(1, 5)] * 3),
+    p_alive=_maybe_float,
+    churn_risk=_maybe_float,
+    days=_maybe_float,
+    gap=_maybe_float,
+    tenure=_maybe_float,
+    mean=st.none() | st.integers(0, 10**9),
+    engagement=st.none() | st.integers(0, 10**4),
+    band=st.none() | st.sampled_from(["low", "high"]),
+    drift=st.integers(0, 5),
+    loyal=st.booleans(),
+    times=st.tuples(*[_maybe_ms] * 5),
+)
+def test_typed_conversion_writes_what_the_generic_one_writes(
+    scores: tuple[int, int, int] | None,
+    p_alive: float | None,
+    churn_risk: float | None,
+    days: float | None,
+    gap: float | None,
+    tenure: float | None,
+    mean: int | None,
+    engagement: int | None,
+    band: str | None,
+    drift: int,
+    loyal: bool,
+    times: tuple[int | None, ...],
+) -> None:
+    """``profile_field_list`` converts each field by its type, for speed; the hash it gives
+    is what converting every value generically (None empty, bools 1/0, floats by repr)
+    gives, for any mix of known and unknown values."""
+    from streams.adapters.redis_views import profile_field_list
+
+    u = ProfileUpdate(
+        profile=profile(
+            scores=scores,
+            p_alive=p_alive,
+            churn_risk=churn_risk,
+            days_since_last_purchase=days,
+            gap_std_days=gap,
+            tenure_days=tenure,
+            mean_order_value_cents=mean,
+            engagement=engagement,
+            churn_risk_band=band,
+            drift_level=drift,
+            loyal=loyal,
+            profitable=not loyal,
+            first_purchase_ms=times[0],
+            last_purchase_ms=times[1],
+            expected_next_purchase_ms=times[2],
+        ),
+        segment_since_ms=times[3],
+        quadrant_since_ms=times[4],
+    )
+    flat = profile_field_list(u)
+    assert flat[::2] == CONTRACT_FIELDS
+    assert dict(zip(flat[::2], flat[1::2], strict=True)) == _generic_fields(u)
