@@ -246,8 +246,11 @@ APPLY_CHUNK: Final = 200
 _LOAD_MANY_LUA: Final = """
 -- KEYS per customer: profile hash, history list, history ids; then the audience index.
 -- ARGV[1]: history cap; ARGV[2]: key prefix; ARGV[3]: a JSON array with, per customer,
---   [customer id, [field, value, ...], [history entry, ...], [seq, entry id, ...],
---    new segment, new quadrant, previous segment, previous quadrant ('' = none), skip].
+--   [customer id, [field, value, ...], history entries, [seq, entry id, ...],
+--    new segment, new quadrant, previous segment, previous quadrant ('' = none), skip];
+-- ARGV[4...]: the history entries themselves, customer after customer, oldest first.
+-- The entries (~800 bytes of JSON each) travel as plain arguments: inside the JSON array
+-- they were strings in a string, and decoding them was half of the script's CPU.
 -- A customer with a stored profile or history, or with skip = 1 (twice in the batch), is
 -- left alone and its position returned: the caller applies those with the apply script.
 -- One JSON argument and one reply for a whole batch: redis-py packs every argument and
@@ -258,6 +261,7 @@ local rows = cjson.decode(ARGV[3])
 local index = KEYS[#KEYS]
 local dims = {'rfm_segment', 'quadrant'}
 local leave, join, left = {}, {}, {}
+local next_entry = 4
 local function add(sets, name, member)
   local members = sets[name]
   if not members then
@@ -268,14 +272,16 @@ local function add(sets, name, member)
 end
 for i, row in ipairs(rows) do
   local profile, history, ids = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local first, count = next_entry, row[3]
+  next_entry = next_entry + count
   if row[9] == 1 or redis.call('EXISTS', profile, ids) > 0 then
     left[#left + 1] = i
   else
     redis.call('HSET', profile, unpack(row[2]))
-    if #row[3] > 0 then
-      redis.call('LPUSH', history, unpack(row[3]))
+    if count > 0 then
+      redis.call('LPUSH', history, unpack(ARGV, first, first + count - 1))
       redis.call('ZADD', ids, unpack(row[4]))
-      if #row[3] > cap then
+      if count > cap then
         redis.call('LTRIM', history, 0, cap - 1)
         redis.call('ZREMRANGEBYRANK', ids, 0, -(cap + 1))
       end
@@ -441,12 +447,13 @@ class ProfileViews:
         seen = Counter(update.profile.customer_id for update in updates)
         row_keys: list[str] = []
         rows: list[list[Any]] = []
+        texts: list[str | bytes] = []
         for update in updates:
             p = update.profile
             cid = p.customer_id
-            entries: dict[str, str] = {}
+            entries: dict[str, str | bytes] = {}
             for entry_id, entry in update.history:  # the first of a repeated id counts
-                entries.setdefault(entry_id, entry if isinstance(entry, str) else entry.decode())
+                entries.setdefault(entry_id, entry)
             scored: list[int | str] = [
                 x for seq, i in enumerate(entries, start=1) for x in (seq, i)
             ]
@@ -455,7 +462,7 @@ class ProfileViews:
                 [
                     cid,
                     profile_field_list(update),
-                    list(entries.values()),
+                    len(entries),
                     scored,
                     p.rfm_segment or "",
                     p.quadrant or "",
@@ -464,9 +471,10 @@ class ProfileViews:
                     1 if seen[cid] > 1 else 0,
                 ]
             )
+            texts += entries.values()
         row_keys.append(keys.audience_index)
         left: list[Any] = await self._load_many(
-            keys=row_keys, args=[cap, keys.prefix, orjson.dumps(rows)]
+            keys=row_keys, args=[cap, keys.prefix, orjson.dumps(rows), *texts]
         )
         if left:  # positions are 1-based, in batch order: apply keeps that order
             await self.apply([updates[int(i) - 1] for i in left])
