@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         le=1_000_000,  # a record batch must stay under the broker's message.max.bytes (1 MB)
         description="largest record batch per partition in one produce request",
     )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=0,
+        le=10_000_000,
+        description="allocations between two collections of Python's youngest generation "
+        "(0: Python's default, 700); see streams.worker.memory.tune_cycle_collector",
+    )
     currency: str = Field("USD", min_length=3, max_length=3, description="reporting currency")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
     api_token: SecretStr | None = Field(

@@ -119,3 +119,31 @@ def test_a_fetch_hands_out_at_most_a_batch_of_records(tmp_path: Path) -> None:
     settings = Settings(batch_max=500, data_dir=str(tmp_path))
     topology = build(settings, load_rules())
     assert topology.app.conf.broker_max_poll_records == 500
+
+
+def test_the_cycle_collector_is_tuned_and_still_collects_cycles() -> None:
+    """The young threshold is set (0 keeps Python's), and a garbage cycle is still freed."""
+    import gc
+    import weakref
+
+    from streams.worker.memory import tune_cycle_collector
+
+    original = gc.get_threshold()
+    try:
+        assert tune_cycle_collector(0) == original
+        assert gc.get_threshold() == original
+        assert tune_cycle_collector(50_000) == original
+        assert gc.get_threshold() == (50_000, original[1], original[2])
+
+        class Node:
+            other: object
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None  # a cycle: refcounting alone does not free it
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.set_threshold(*original)
