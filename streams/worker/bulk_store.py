@@ -277,11 +277,24 @@ class BulkMemoryStore(BulkRestore, faust_memory.Store[Any, Any]):
             self._drop_partitions(gone)
 
 
+_NO_WAL = rocksdict.WriteOptions()
+_NO_WAL.disable_wal = True  # type: ignore[method-assign, assignment]  # a property; the stub says method
+"""Write options of every write: RocksDB's write-ahead log off (see :class:`BulkRocksStore`)."""
+
+
 class BulkRocksStore(BulkRestore, faust_rocksdb.Store):
     """Faust's RocksDB store (rocksdict driver), restored in bulk, one write batch per fetch.
 
     Rows and the partition's offset key go in the same write batch, so the offset RocksDB
     claims always matches its rows, even after a SIGKILL.
+
+    Writes skip RocksDB's write-ahead log: the changelog is this store's log already. After
+    a crash, RocksDB comes back as of its last memtable flush, an atomic prefix of the write
+    batches, so its rows and its offset key still match and are only older; the store then
+    restores the rest from the changelog, from that offset. (A clean stop flushes the
+    memtables as the database closes.) Logging every batch twice cost a RocksDB worker about
+    a fifth of its throughput on 2 cores: 5,057-5,313 -> 5,959 events/s in
+    ``bench_throughput --store rocksdb``, 2026-12-07.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -301,7 +314,7 @@ class BulkRocksStore(BulkRestore, faust_rocksdb.Store):
             else:
                 batch.put(record.key, record.value)
         batch.put(self.offset_key, str(last_offset).encode())
-        self._db_for_partition(tp.partition).write(batch)
+        self._db_for_partition(tp.partition).write(batch, _NO_WAL)
 
     def write_acknowledged(
         self, partition: int, rows: Sequence[tuple[str, bytes | None]], offset: int
@@ -321,7 +334,7 @@ class BulkRocksStore(BulkRestore, faust_rocksdb.Store):
                 index[encoded] = partition
         current = self.persisted_offset(TP(self.table.changelog_topic_name, partition))
         batch.put(self.offset_key, str(max(offset, -1 if current is None else current)).encode())
-        self._db_for_partition(partition).write(batch)
+        self._db_for_partition(partition).write(batch, _NO_WAL)
 
     def read_raw(self, partition: int, key: str) -> bytes | None:
         """A row's raw value from the partition's database, as Faust's ``_get`` reads it for

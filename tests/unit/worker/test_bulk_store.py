@@ -224,3 +224,25 @@ def test_a_state_is_read_directly_as_the_table_would_read_it(table: Any) -> None
     assert got is not None and got.to_bytes() == state.to_bytes()
     assert TableStore(table, 1).get("nobody") is None
     assert table.data.read_raw(1, "nobody") is None
+
+
+def test_the_store_writes_skip_rocksdbs_write_ahead_log(tmp_path: Path) -> None:
+    """The write options the RocksDB store writes with leave the write-ahead log empty, where
+    the default options log every batch (the changelog is the store's log)."""
+    import rocksdict
+
+    from streams.worker.bulk_store import _NO_WAL
+
+    def wal_bytes(directory: Path, options: rocksdict.WriteOptions | None) -> int:
+        db = rocksdict.Rdict(str(directory), options=rocksdict.Options(raw_mode=True))
+        try:
+            for i in range(200):
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                batch.put(f"k{i}".encode(), b"x" * 100)
+                db.write(batch, options)
+            return sum(f.stat().st_size for f in directory.glob("*.log"))
+        finally:
+            db.close()
+
+    assert wal_bytes(tmp_path / "default", None) > 20_000
+    assert wal_bytes(tmp_path / "store", _NO_WAL) == 0
