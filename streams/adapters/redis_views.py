@@ -167,21 +167,6 @@ def drift_severity(level: int) -> str:
     return "none" if level <= 0 else SEVERITIES[min(level, len(SEVERITIES)) - 1]
 
 
-def _text(value: object) -> str:
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[return-value]
-    if kind is int:
-        return str(value)
-    if value is None:
-        return ""
-    if kind is bool:
-        return "1" if value else "0"
-    if kind is float:
-        return repr(value)
-    return str(value)
-
-
 def profile_fields(update: ProfileUpdate) -> dict[str, str]:
     """The ``profile:<id>`` hash for an update: the view's contract (see module docstring)."""
     flat = profile_field_list(update)
@@ -192,8 +177,8 @@ def profile_field_list(update: ProfileUpdate) -> list[str]:
     """:func:`profile_fields` as ``[field, value, …]``, the arguments of ``HSET``.
 
     Built for every customer a view write touches (a million in an import), so each field is
-    converted by its declared type instead of one generic conversion per value; a unit test
-    holds it equal to :func:`_text` of every value.
+    converted by its declared type instead of one generic conversion per value (None empty,
+    bools 1/0, floats by ``repr``, the rest by ``str``); a unit test holds the two equal.
     """
     p = update.profile
     scores = p.scores
@@ -236,7 +221,7 @@ def profile_field_list(update: ProfileUpdate) -> list[str]:
 
 
 def _number(value: float | None) -> str:
-    """An optional int or float as :func:`_text` writes it (``repr`` is ``str`` for ints)."""
+    """An optional int or float: empty when unknown, else ``repr`` (``str`` for ints)."""
     return "" if value is None else repr(value)
 
 
