@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -96,13 +98,17 @@ def run_quix(settings: Settings, expected: int, python: Path) -> dict[str, Any]:
 
 def run_faust(name: str, settings: Settings, expected: int, timeout: float) -> dict[str, Any]:
     port = free_port()
-    s = settings.model_copy(update={"app_id": f"{settings.topic_prefix}{name}", "web_port": port})
+    data_dir = tempfile.mkdtemp(prefix=f"{settings.topic_prefix}{name}-")  # not the checkout
+    s = settings.model_copy(
+        update={"app_id": f"{settings.topic_prefix}{name}", "web_port": port, "data_dir": data_dir}
+    )
     with Proc([sys.executable, str(HERE / "contenders.py"), name], settings_env(s), name) as proc:
         rate, seconds, counted = measure_rate(
             [lambda: count_page(port)], expected, [proc], timeout=timeout
         )
         rss = proc.rss_bytes()
         read = count_page(port) or 0
+    shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "events": counted,  # consumed after the clock started (see measure_rate)
         "read": read,  # consumed in all: the whole log, or more after a redelivery

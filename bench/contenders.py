@@ -95,6 +95,7 @@ def faust_app(naive: bool, settings: Settings) -> Any:
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         web_enabled=True,

@@ -389,7 +389,8 @@ def import_history(
             importer.drop_erased(settings, folded)  # an erased customer is never brought back
         if not keep_model:
             model = importer.recalibrate(folded, rule_book, model)
-        dead_letters.write_bytes(b"".join(d + b"\n" for d in folded.dead_letters))
+        if folded.dead_letters or dead_letters.exists():  # a clean import leaves no empty file
+            dead_letters.write_bytes(b"".join(d + b"\n" for d in folded.dead_letters))
         if not dry_run:
             if not keep_model:
                 publish_model(settings, model)
@@ -421,7 +422,7 @@ def import_history(
         "memberships_published": emitted,
         "model_version": model.version,
         "model_published": not dry_run and not keep_model,
-        "dead_letter_file": str(dead_letters),
+        "dead_letter_file": str(dead_letters) if dead_letters.exists() else None,
         "written": not dry_run,
     }
     if as_json:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -172,7 +173,17 @@ class BulkBatches(Batches):
 
     def _take(self, item: Any, batch: list[Any]) -> None:
         admit = self._admit
+        start = len(batch)
         batch.extend(message for message in item if admit(message))
+        monitor = getattr(self.app, "monitor", None)
+        if monitor is not None and len(batch) > start:
+            # what Faust's on_stream_event_in records per event, once per partition of the
+            # run: without it Faust's livelock check logs "Stream has not started processing"
+            # for every partition of a backlog read for longer than stream_processing_timeout
+            now = time.monotonic()
+            inbound = monitor.stream_inbound_time
+            for tp in {message.tp for message in batch[start:]}:
+                inbound[tp] = now
 
     def ack(self, events: Sequence[Any]) -> None:
         consumer = self.app.consumer

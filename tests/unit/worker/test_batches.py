@@ -8,6 +8,7 @@ and in the fault suite, where a lost acknowledgement shows up as a lost record.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,15 @@ class Sensors:
 
 
 @dataclass
+class Monitor:
+    """Faust's monitor: when a partition's stream last took an event (its livelock check)."""
+
+    stream_inbound_time: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class App:
+    monitor: Monitor = field(default_factory=Monitor)
     flow_control: Flow = field(default_factory=Flow)
     consumer_generation_id: int = 1
     consumer: Consumer = field(default_factory=Consumer)
@@ -284,3 +293,27 @@ async def test_a_stale_run_is_dropped_unacknowledged_with_the_rest_of_its_read()
     assert batches.skipped == 3
     assert app.consumer.invalidated == [("purchases-0", 1), ("purchases-0", 1)]
     assert not any(m.tracked for m in (*cut, *same_read))
+
+
+async def test_taking_a_run_tells_fausts_monitor_its_partitions_are_being_processed() -> None:
+    """Faust's livelock check reads ``stream_inbound_time``: unset, a backlog read for longer
+    than ``stream_processing_timeout`` logged "Stream has not started processing" errors."""
+    app = App(consumer=AckingConsumer())
+    inbox = Inbox()
+    inbox.queue.put_nowait([Message(0, tp="purchases-0"), Message(0, tp="interactions-3")])
+    before = time.monotonic()
+    batches = BulkBatches(app, inbox, 10, within_s=0)
+    await asyncio.wait_for(batches.next(), 1)
+    inbound = app.monitor.stream_inbound_time
+    assert set(inbound) == {"purchases-0", "interactions-3"}
+    assert all(before <= t <= time.monotonic() for t in inbound.values())
+
+
+async def test_a_dropped_run_does_not_count_as_processing() -> None:
+    app = App(consumer_generation_id=3)
+    inbox = Inbox()
+    inbox.queue.put_nowait([Message(5, generation_id=2, lineage=1, tp="purchases-1")])
+    inbox.queue.put_nowait([Message(6, generation_id=3, lineage=2, tp="purchases-2")])
+    batches = BulkBatches(app, inbox, 10, within_s=0)
+    await asyncio.wait_for(batches.next(), 1)
+    assert set(app.monitor.stream_inbound_time) == {"purchases-2"}
