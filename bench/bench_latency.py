@@ -106,7 +106,10 @@ async def drive(
     done = asyncio.Event()
 
     async def consume() -> None:
-        while not done.is_set() or len(latencies) < len(sent_at):
+        def outstanding() -> bool:  # probes sent and not seen yet (warm-up ones are -1)
+            return any(v >= 0 for v in sent_at.values())
+
+        while not done.is_set() or outstanding():
             batches = await consumer.getmany(timeout_ms=200)
             now = time.perf_counter()
             for messages in batches.values():

@@ -43,7 +43,12 @@ from streams.worker.batches import consume, consume_bulk
 from streams.worker.bulk_store import STORE_URLS, BulkRestore
 from streams.worker.consumer import BulkInbox
 from streams.worker.consumer import install as install_contiguous_consumer
-from streams.worker.memory import TRIM_EVERY_S, MemoryTrimmer, malloc_trim
+from streams.worker.memory import (
+    TRIM_EVERY_S,
+    MemoryTrimmer,
+    freeze_startup_heap,
+    malloc_trim,
+)
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.produce import Record, send_batched
 from streams.worker.table_store import (
@@ -59,6 +64,13 @@ OFFER_BATCH = 100
 """Triggers per offers batch: offers are decided one by one (Redis), and sent together."""
 FEED_BATCH = 500
 """Offers per batch of the ``web_feed`` agent (it only counts them)."""
+REDIS_SIDE_WITHIN_S = 0.1
+"""Shortest batch window of the agents that write to Redis (views, offers, outcomes).
+
+Each of their batches costs Redis round trips, and what they write is not on the path of a
+segment change. With the customers agent's short window they made small batches, fell behind,
+and filled their queues, and a full queue stops the fetch loop that feeds the customers agent
+too: at 1,000 events/s and a 10 ms window, segment changes came seconds late."""
 
 
 @dataclass
@@ -118,7 +130,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     )
     t = settings.topics
     # the inputs go to the customers agent in whole fetched runs (see streams.worker.consumer)
-    inbox = BulkInbox(app, (t.purchases, t.interactions))
+    inbox = BulkInbox(app, (t.purchases, t.interactions), max_records=4 * settings.batch_max)
     install_contiguous_consumer(app, inbox)
     inputs = app.topic(t.purchases, t.interactions, key_type=bytes, value_type=bytes)
     outputs = {
@@ -148,6 +160,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     web = register_web(app, settings, processor, api_token=settings.api_token)
 
     batch_within = settings.batch_within_ms / 1000
+    redis_within = max(batch_within, REDIS_SIDE_WITHIN_S)
     trimmer = MemoryTrimmer(malloc_trim())
 
     @app.agent(inputs)
@@ -191,6 +204,12 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
         await trimmer.maybe_trim(drained=True)
 
     @app.task
+    async def freeze_heap() -> None:
+        """Once the worker has started: keep its long-lived objects out of the full
+        collections (see streams.worker.memory.freeze_startup_heap)."""
+        log.info("startup heap frozen: %d objects", freeze_startup_heap())
+
+    @app.task
     async def watch_model() -> None:
         await watcher.run()
 
@@ -210,7 +229,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             stream,
             handle,
             max_events=settings.batch_max,
-            within_s=batch_within,
+            within_s=redis_within,
             what="the views agent",
         )
 
@@ -242,7 +261,7 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             stream,
             handle,
             max_events=OFFER_BATCH,
-            within_s=batch_within,
+            within_s=redis_within,
             what="the offers agent",
         )
 
@@ -256,7 +275,12 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
             await redis_side.count_outcomes([event.value for event in events])
 
         await consume(
-            app, stream, handle, max_events=FEED_BATCH, within_s=batch_within, what="outcomes"
+            app,
+            stream,
+            handle,
+            max_events=FEED_BATCH,
+            within_s=redis_within,
+            what="outcomes",
         )
 
     offers_topic = app.topic(t.retention_offers, key_type=bytes, value_type=bytes)

@@ -58,7 +58,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Iterable, Mapping
 from importlib import metadata
 from typing import Any, ClassVar, Final
@@ -68,6 +68,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, ConsumerMessage
+from mode.utils.queues import ThrowableQueue
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,57 @@ class StampedMessage(ConsumerMessage):
         self.lineage: int | None = None
 
 
+class RecordQueue(ThrowableQueue):  # type: ignore[type-arg]
+    """Faust's throwable, flow-controlled queue of runs, whose size is the records it holds.
+
+    Why records and not runs: a run is one fetch, and a fetch of live traffic holds a handful
+    of records. Bounded at a few runs, the inbox stopped the fetch loop (which also feeds the
+    other agents) while the customers agent waited for its acknowledgements, and the next
+    batch could only be those few runs: at 2,000 events/s a worker fell seconds behind while
+    its event loop was half idle. A put waits only while ``maxsize`` records or more wait; a
+    single run is never split.
+    """
+
+    _queue: deque[Any]  # asyncio.Queue's storage (untyped in its stubs)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.records = 0
+        super().__init__(*args, **kwargs)
+
+    def _put(self, item: Any) -> None:
+        self._queue.append(item)
+        self.records += len(item)
+
+    def _get(self) -> Any:
+        item = self._queue.popleft()
+        self.records -= len(item)
+        return item
+
+    def qsize(self) -> int:
+        return self.records
+
+    def clear(self) -> None:
+        super().clear()
+        self.records = 0
+
+
 class BulkInbox:
     """Runs of fetched messages of ``topics``, handed to one agent without Faust's conductor.
 
     A run is a list of :class:`StampedMessage` of one fetch, each partition's records in order.
-    ``maxsize`` runs may wait (backpressure on the fetch loop, as a full agent queue does).
-    The agent reads it with :func:`streams.worker.batches.consume_bulk`; it must be the only
-    reader of these topics (the conductor no longer sees their records).
+    Up to ``max_records`` records may wait (backpressure on the fetch loop, as a full agent
+    queue does; see :class:`RecordQueue`). The agent reads it with
+    :func:`streams.worker.batches.consume_bulk`; it must be the only reader of these topics
+    (the conductor no longer sees their records).
     """
 
-    def __init__(self, app: Any, topics: Iterable[str], maxsize: int = 4) -> None:
+    def __init__(self, app: Any, topics: Iterable[str], max_records: int = 8_000) -> None:
         self.app = app
         self.topics = frozenset(topics)
         # cleared when the flow resumes, as the agents' queues are (see the module doc)
-        self.queue: Any = app.FlowControlQueue(maxsize=maxsize, clear_on_resume=True)
+        self.queue: Any = RecordQueue(
+            maxsize=max_records, flow_control=app.flow_control, clear_on_resume=True
+        )
 
     async def put(self, run: list[Any]) -> None:
         """As the conductor does: wait for an active flow and a producer buffer that ebbed."""

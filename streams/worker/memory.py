@@ -136,3 +136,17 @@ def tune_cycle_collector(young_threshold: int) -> tuple[int, int, int]:
     if young_threshold > 0:
         gc.set_threshold(young_threshold, before[1], before[2])
     return before
+
+
+def freeze_startup_heap() -> int:
+    """Move everything alive now (modules, classes, Faust's services) out of the collector's
+    reach; returns how many objects were frozen.
+
+    Why: a full collection walks every tracked object, and a started worker has ~150,000 of
+    them that live as long as the process. Each full collection stalled the event loop for
+    tens of milliseconds, a latency spike for every event waiting behind it. Objects made
+    later are collected as before; a frozen cycle is never freed (there are none worth it).
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -147,3 +147,28 @@ def test_the_cycle_collector_is_tuned_and_still_collects_cycles() -> None:
         assert gone() is None
     finally:
         gc.set_threshold(*original)
+
+
+def test_the_startup_heap_is_frozen_and_later_cycles_are_still_collected() -> None:
+    """Frozen: what lived at startup is skipped by every later collection; new garbage is not."""
+    import gc
+    import weakref
+
+    from streams.worker.memory import freeze_startup_heap
+
+    class Node:
+        other: object
+
+    survivor = Node()
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen == gc.get_freeze_count() > 0
+        assert not any(o is survivor for o in gc.get_objects()), "frozen objects are not tracked"
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
