@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Final
 
 import orjson
-from kafka.partitioner.default import murmur2
 
 from schemas import CustomerErased as CustomerErasedWire
 from schemas import to_json_bytes
 from schemas.common import ID_PATTERN
 from streams.domain.erasure import CustomerErased
+from streams.partitioning import key_partition
 
 ERASE_HEADER: Final = "rfm-erase"
 """The header that marks an erasure request on the purchases topic."""
@@ -46,7 +46,7 @@ class EraseRequest:
 
 def input_partition(customer_id: str, partitions: int) -> int:
     """The input partition of a customer's events: Kafka's default partitioner (murmur2)."""
-    return int(murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    return key_partition(customer_id.encode(), partitions)
 
 
 def check_customer_id(customer_id: str) -> str:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from kafka.partitioner.default import murmur2
 
 from streams.config import Settings
+from streams.partitioning import key_partition
 from streams.processor import TICK_HEADER, InRecord, tick_record
 
 LogFormat = Literal["jsonl", "cdnow"]
@@ -54,7 +54,7 @@ class Planned:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (the Java client's, kafka-python's, aiokafka's)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    return key_partition(key, partitions)
 
 
 def _at_ms(value: Any) -> int | None:

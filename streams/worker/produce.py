@@ -9,7 +9,7 @@ records and the per-record cost is one append.
 
 Partitions: a record with ``partition=None`` goes where the producer's default partitioner
 sends it (murmur2 of the key, as Kafka's Java clients do; Faust's producer uses
-``aiokafka.partitioner.DefaultPartitioner``), computed here with each key's hash cached.
+``aiokafka.partitioner.DefaultPartitioner``), computed in C by :mod:`streams.partitioning`.
 A record without a key is left to the producer's own choice.
 """
 
@@ -17,28 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
-from aiokafka.partitioner import murmur2
+from streams.partitioning import key_partition
 
 Record = tuple[str, int | None, bytes | None, bytes | None]
 """(topic, partition or None for "by key", key, value; None is a tombstone)."""
 
 Sent = tuple["asyncio.Future[Any]", int]
 """Where a record went: its batch's future (resolves to the batch's metadata) and its index."""
-
-_HASHES_MAX: Final = 1 << 20
-_hashes: dict[bytes, int] = {}
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The default partitioner's choice for ``key`` among partitions 0..partitions-1."""
-    h = _hashes.get(key)
-    if h is None:
-        if len(_hashes) >= _HASHES_MAX:
-            _hashes.clear()  # customers come back; a bounded cache is enough
-        h = _hashes[key] = murmur2(key) & 0x7FFFFFFF
-    return h % partitions
 
 
 def aiokafka_producer(producer: Any) -> Any:

@@ -6,18 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
-from hypothesis import given
-from hypothesis import strategies as st
-
-from streams.worker.produce import key_partition, offset_of, send_batched
-
-
-@given(st.binary(min_size=0, max_size=64), st.integers(min_value=1, max_value=64))
-def test_key_partition_is_the_default_partitioners(key: bytes, partitions: int) -> None:
-    everything = list(range(partitions))
-    assert key_partition(key, partitions) == DefaultPartitioner()(key, everything, everything)
-    assert key_partition(key, partitions) == key_partition(key, partitions)  # cached alike
+from streams.partitioning import key_partition
+from streams.worker.produce import offset_of, send_batched
 
 
 class Batch:
