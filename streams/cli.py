@@ -112,11 +112,12 @@ def worker(rules: RulesOption = None) -> None:
     from faust.worker import Worker
 
     from streams.worker.app import build, use_fast_event_loop
-    from streams.worker.memory import tune_cycle_collector
+    from streams.worker.memory import fix_mmap_threshold, tune_cycle_collector
     from streams.worker.model_watch import load_current_model
     from streams.worker.topics import ensure_topics
 
     use_fast_event_loop()
+    fix_mmap_threshold()
     settings = settings_or_exit()
     tune_cycle_collector(settings.gc_young_threshold)
     rule_book = rules_or_exit(rules)

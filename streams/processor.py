@@ -148,6 +148,11 @@ class PartitionStore(Protocol):
         """(next due time, customer id) of every stored state, to rebuild the due index."""
         ...
 
+    def due_of(self, customer_id: str) -> int | None:
+        """The current next due time of a customer (None: none, or no state), cheaply: the
+        due index's compaction asks it of every entry."""
+        ...
+
     def clock(self) -> tuple[int | None, int | None]: ...
 
     def put_clock(self, purchases_ms: int | None, interactions_ms: int | None) -> None: ...
@@ -185,6 +190,10 @@ class MemoryPartitionStore:
 
     def due_entries(self) -> Iterable[tuple[int | None, str]]:
         return ((s.next_due_ms, s.customer_id) for s in self.by_customer.values())
+
+    def due_of(self, customer_id: str) -> int | None:
+        state = self.by_customer.get(customer_id)
+        return None if state is None else state.next_due_ms
 
     def clock(self) -> tuple[int | None, int | None]:
         return self._clock
@@ -491,6 +500,11 @@ class Processor:
             out += self.profile_updates_of(partition, sorted(engine.changed))
             engine.changed.clear()
             engine.verdicts.clear()
+            if engine.due_bloated():  # between batches: superseded due entries go
+                dropped = engine.compact_due(self._stores[partition].due_of)
+                log.debug(
+                    "partition %d: due index compacted, %d entries dropped", partition, dropped
+                )
         self._history.clear()
         return out
 

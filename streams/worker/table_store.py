@@ -188,6 +188,20 @@ class TableStore:
         entries, self.loaded_due = self.loaded_due, []
         return entries
 
+    def due_of(self, customer_id: str) -> int | None:
+        """From the batch's cached state, else the row's head (no state object is built)."""
+        state = self.cache.get(customer_id)
+        if state is not None:
+            return state.next_due_ms
+        if customer_id in self.deleted or customer_id in self._deleting:
+            return None
+        read = self._read_raw
+        raw = read(self.partition, customer_id) if read else self.table.get(customer_id)
+        if raw is None:
+            return None
+        head = CustomerState.index_head(raw)
+        return CustomerState.index_entry(raw)[2] if head is None else head[1]
+
     def clock(self) -> tuple[int | None, int | None]:
         return self._clock
 

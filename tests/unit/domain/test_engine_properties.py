@@ -301,3 +301,48 @@ def test_zero_lateness_evaluates_immediately() -> None:
     run = Run(engine=engine)
     feed(engine, [PurchaseFact("e1", "c", T0, "o1", 10_000)], run)
     assert [getattr(e, "dimension", None) for e in run.outputs] == ["rfm_segment", "quadrant"]
+
+
+@PROPERTY
+@given(customer_logs(), st.integers(1, 5))
+def test_compacting_the_due_index_changes_nothing(facts: list[Fact], every: int) -> None:
+    """Dropping superseded due entries (at any point) leaves outputs and states as they were,
+    and leaves one entry per customer with a next due time."""
+    reference = run_log(facts, end_ms=END)
+    engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
+    run = Run(engine=engine)
+    store = run.store
+
+    def due_of(customer_id: str) -> int | None:
+        state = store.get(customer_id)
+        return None if state is None else state.next_due_ms
+
+    for i, fact in enumerate(facts):
+        feed(engine, [fact], run, facts[:i])
+        if i % every == 0:
+            engine.compact_due(due_of)
+            current = {(s.next_due_ms, c) for c, s in store.states.items() if s.next_due_ms}
+            assert sorted(engine._due) == sorted(current)
+    collect(engine.tick(END), run)
+    assert essence(run) == essence(reference)
+    assert by_customer(run.outputs) == by_customer(reference.outputs)
+    assert run.outcomes == reference.outcomes
+
+
+def test_the_due_index_is_compacted_only_once_it_doubled() -> None:
+    """``due_bloated`` waits for twice the entries left by the last compaction (and a floor)."""
+    from streams.domain.engine import DUE_COMPACT_MIN
+
+    engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
+    engine.rebuild((T0 + i, f"c{i}") for i in range(DUE_COMPACT_MIN))
+    assert not engine.due_bloated()
+    for i in range(DUE_COMPACT_MIN):  # everyone re-scheduled once: old entries superseded
+        engine._due.append((T0 + 10 * MS_PER_DAY + i, f"c{i}"))
+    assert not engine.due_bloated()  # exactly doubled
+    engine._due.append((T0 + 20 * MS_PER_DAY, "c0"))
+    assert engine.due_bloated()
+    current = {f"c{i}": T0 + 10 * MS_PER_DAY + i for i in range(DUE_COMPACT_MIN)}
+    current["c0"] = T0 + 20 * MS_PER_DAY
+    assert engine.compact_due(current.get) == DUE_COMPACT_MIN + 1
+    assert engine.due_count() == DUE_COMPACT_MIN
+    assert not engine.due_bloated()

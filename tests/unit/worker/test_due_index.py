@@ -137,6 +137,33 @@ def test_due_index_after_restore_and_writes_equals_a_full_rebuild(
         engine = PartitionEngine(load_rules(), default_model(), DictStore())
         engine.rebuild(loaded)
         assert sorted(engine._due) == expected.get(partition, [])
+        # the compaction's lookup reads the same due time from each row's head, for any format
+        for due_ms, customer_id in loaded:
+            assert store_p.due_of(customer_id) == due_ms
+        assert store_p.due_of("never-seen") is None
+
+
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_due_of_prefers_the_batch_and_forgets_the_erased(store: str, tmp_path: Path) -> None:
+    """Within a batch the cached (changed) state is current; an erased customer has none."""
+    rnd = random.Random(4)
+    table = _table(store, tmp_path)
+    state = _state(rnd, "cust-1", 0)
+    state.next_due_ms = 1_000
+    other = _state(rnd, "cust-2", 0)
+    other.next_due_ms = 2_000
+    table.data.write_acknowledged(
+        0, [("cust-1", state.to_bytes()), ("cust-2", other.to_bytes())], 5
+    )
+    store_p = TableStores(table).for_partition(0)
+    assert store_p.due_of("cust-1") == 1_000
+    changed = store_p.get("cust-1")
+    assert changed is not None
+    changed.next_due_ms = 3_000
+    store_p.put(changed)
+    assert store_p.due_of("cust-1") == 3_000
+    store_p.erase("cust-2")
+    assert store_p.due_of("cust-2") is None
 
 
 def test_index_head_reads_what_a_full_parse_reads() -> None:

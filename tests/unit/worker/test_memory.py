@@ -172,3 +172,54 @@ def test_the_startup_heap_is_frozen_and_later_cycles_are_still_collected() -> No
         assert gone() is None
     finally:
         gc.unfreeze()
+
+
+_LARGE_BLOCKS = """
+import sys
+from pathlib import Path
+
+from streams.worker.memory import fix_mmap_threshold
+
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+
+
+def rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+bytearray(1 << 20)  # a 1 MiB mapping freed at once: glibc's dynamic threshold rises above it
+blocks, keep = [], []
+for _ in range(64):
+    block = bytearray(1 << 20)
+    block[::4096] = b"\\x01" * 256  # touch every page
+    blocks.append(block)
+    keep.append(bytearray(4096))  # a long-lived heap block after each one
+before = rss()
+del blocks
+print(before - rss())
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or malloc_trim() is None, reason="glibc only"
+)
+def test_a_fixed_mmap_threshold_gives_large_blocks_back_when_freed() -> None:
+    """Fetch-sized blocks between long-lived ones: freed heap stays resident, mappings go."""
+    import subprocess
+
+    def freed(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _LARGE_BLOCKS, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(run.stdout.strip())
+
+    mib = 1024 * 1024
+    assert freed("dynamic") < 16 * mib  # glibc's default: holes in the heap, still resident
+    assert freed("fixed") > 48 * mib  # each block was its own mapping, unmapped on free
