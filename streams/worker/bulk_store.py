@@ -45,8 +45,13 @@ log = logging.getLogger(__name__)
 
 FETCH_MAX_BYTES = 64 * 1024 * 1024
 PARTITION_FETCH_BYTES = 16 * 1024 * 1024
-RESTORE_RECORDS = 50_000
-"""Records read per ``getmany`` of the bulk restore (one write batch each)."""
+RESTORE_RECORDS = 5_000
+"""Records read per ``getmany`` of the bulk restore (one write batch each).
+
+Why not more: the records of one ``getmany`` are alive together, and the rows kept are
+allocated among them; at 50,000 a worker that restored 99,376 customers kept ~25 MiB of
+Python's pools half-empty, 1,511 B of RSS per customer; at 5,000, 959 B
+(``bench/bench_recovery.py --only-processed``, 2026-12-07)."""
 
 STORE_URLS = {
     "memory": "rfm-memory://",
