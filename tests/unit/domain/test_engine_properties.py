@@ -346,3 +346,48 @@ def test_the_due_index_is_compacted_only_once_it_doubled() -> None:
     assert engine.compact_due(current.get) == DUE_COMPACT_MIN + 1
     assert engine.due_count() == DUE_COMPACT_MIN
     assert not engine.due_bloated()
+
+
+@PROPERTY
+@given(customer_logs(), st.lists(st.integers(0, 4), min_size=1, max_size=20))
+def test_compacting_in_steps_while_events_arrive_changes_nothing(
+    facts: list[Fact], budgets: list[int]
+) -> None:
+    """A compaction spread over many steps, with events applied (and due customers evaluated)
+    between the steps, leaves outputs and states as a run that never compacts; once it
+    finished, every customer's current due entry is in the index."""
+    reference = run_log(facts, end_ms=END)
+    engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
+    run = Run(engine=engine)
+    store = run.store
+
+    def due_of(customer_id: str) -> int | None:
+        state = store.get(customer_id)
+        return None if state is None else state.next_due_ms
+
+    for i, fact in enumerate(facts):
+        feed(engine, [fact], run, facts[:i])
+        budget = budgets[i % len(budgets)]
+        if budget:  # a step of at most `budget` entries (0 here: no step this time)
+            engine.compact_due(due_of, budget)
+    while engine.compact_due(due_of, 1) is None:
+        pass
+    current = {(s.next_due_ms, c) for c, s in store.states.items() if s.next_due_ms}
+    assert current <= set(engine._due)
+    collect(engine.tick(END), run)
+    assert essence(run) == essence(reference)
+    assert by_customer(run.outputs) == by_customer(reference.outputs)
+    assert run.outcomes == reference.outcomes
+
+
+def test_an_erased_customer_does_not_come_back_with_a_compaction() -> None:
+    """``drop`` during a compaction removes the customer from what the compaction will keep."""
+    engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
+    engine.rebuild([(T0 + 1, "a"), (T0 + 2, "b"), (T0 + 3, "c"), (T0 + 4, "a")])
+    current = {"a": T0 + 4, "b": T0 + 2, "c": T0 + 3}
+    assert engine.compact_due(current.get, 2) is None  # (T0+1, a) and (T0+2, b) checked
+    engine.drop("b")
+    engine.drop("a")
+    assert engine.compact_due(current.get, 10) is not None
+    assert sorted(engine._due) == [(T0 + 3, "c")]
+    assert not engine.due_bloated()
