@@ -161,6 +161,21 @@ def worker_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     }
 
 
+def _die_with_parent() -> None:
+    """In the worker's process: SIGTERM it when the soak exits, however it exits (a soak
+    killed outright left its workers running against the next run's broker)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _interrupted(signum: int, _frame: Any) -> None:
+    """SIGTERM as Ctrl-C: the workers stop and the dedicated stack is wiped on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @dataclass
 class Worker:
     """One worker slot: a data directory that every incarnation of the worker reuses."""
@@ -187,6 +202,7 @@ class Worker:
                 env=worker_env(self.settings, data_dir),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         return self
 
@@ -475,6 +491,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     run = f"soak{int(time.time())}{os.getpid() % 1000:03d}"
     own_stack = args.dedicated_stack or (
         args.bounce_redis_every > 0 and not args.bounce_shared_redis
