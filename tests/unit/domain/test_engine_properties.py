@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -303,12 +304,8 @@ def test_zero_lateness_evaluates_immediately() -> None:
     assert [getattr(e, "dimension", None) for e in run.outputs] == ["rfm_segment", "quadrant"]
 
 
-@PROPERTY
-@given(customer_logs(), st.integers(1, 5))
-def test_compacting_the_due_index_changes_nothing(facts: list[Fact], every: int) -> None:
-    """Dropping superseded due entries (at any point) leaves outputs and states as they were,
-    and leaves one entry per customer with a next due time."""
-    reference = run_log(facts, end_ms=END)
+def _compacting_run() -> tuple[PartitionEngine, Run, Callable[[str], int | None]]:
+    """An engine over a dict store, and the compaction's lookup of a customer's due time."""
     engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
     run = Run(engine=engine)
     store = run.store
@@ -317,16 +314,32 @@ def test_compacting_the_due_index_changes_nothing(facts: list[Fact], every: int)
         state = store.get(customer_id)
         return None if state is None else state.next_due_ms
 
+    return engine, run, due_of
+
+
+def _assert_same_end(engine: PartitionEngine, run: Run, reference: Run) -> None:
+    """Tick to the end; states, outputs and outcomes are the reference run's."""
+    collect(engine.tick(END), run)
+    assert essence(run) == essence(reference)
+    assert by_customer(run.outputs) == by_customer(reference.outputs)
+    assert run.outcomes == reference.outcomes
+
+
+@PROPERTY
+@given(customer_logs(), st.integers(1, 5))
+def test_compacting_the_due_index_changes_nothing(facts: list[Fact], every: int) -> None:
+    """Dropping superseded due entries (at any point) leaves outputs and states as they were,
+    and leaves one entry per customer with a next due time."""
+    reference = run_log(facts, end_ms=END)
+    engine, run, due_of = _compacting_run()
+    store = run.store
     for i, fact in enumerate(facts):
         feed(engine, [fact], run, facts[:i])
         if i % every == 0:
             engine.compact_due(due_of)
             current = {(s.next_due_ms, c) for c, s in store.states.items() if s.next_due_ms}
             assert sorted(engine._due) == sorted(current)
-    collect(engine.tick(END), run)
-    assert essence(run) == essence(reference)
-    assert by_customer(run.outputs) == by_customer(reference.outputs)
-    assert run.outcomes == reference.outcomes
+    _assert_same_end(engine, run, reference)
 
 
 def test_the_due_index_is_compacted_only_once_it_doubled() -> None:
@@ -357,14 +370,8 @@ def test_compacting_in_steps_while_events_arrive_changes_nothing(
     between the steps, leaves outputs and states as a run that never compacts; once it
     finished, every customer's current due entry is in the index."""
     reference = run_log(facts, end_ms=END)
-    engine = PartitionEngine(rules_with_lateness(), default_model(), DictStore())
-    run = Run(engine=engine)
+    engine, run, due_of = _compacting_run()
     store = run.store
-
-    def due_of(customer_id: str) -> int | None:
-        state = store.get(customer_id)
-        return None if state is None else state.next_due_ms
-
     for i, fact in enumerate(facts):
         feed(engine, [fact], run, facts[:i])
         budget = budgets[i % len(budgets)]
@@ -374,10 +381,7 @@ def test_compacting_in_steps_while_events_arrive_changes_nothing(
         pass
     current = {(s.next_due_ms, c) for c, s in store.states.items() if s.next_due_ms}
     assert current <= set(engine._due)
-    collect(engine.tick(END), run)
-    assert essence(run) == essence(reference)
-    assert by_customer(run.outputs) == by_customer(reference.outputs)
-    assert run.outcomes == reference.outcomes
+    _assert_same_end(engine, run, reference)
 
 
 def test_an_erased_customer_does_not_come_back_with_a_compaction() -> None:
