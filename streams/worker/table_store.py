@@ -153,14 +153,22 @@ class TableStore:
     def get(self, customer_id: str) -> CustomerState | None:
         state = self.cache.get(customer_id)
         if state is None:
-            if customer_id in self.deleted or customer_id in self._deleting:
-                return None  # erased: the local table has it until the tombstone is acked
-            read = self._read_raw
-            raw = read(self.partition, customer_id) if read else self.table.get(customer_id)
+            raw = self._stored_row(customer_id)
             if raw is not None:
                 state = CustomerState.from_bytes(raw)
                 self.cache[customer_id] = state
         return state
+
+    def _stored_row(self, customer_id: str) -> bytes | None:
+        """The customer's row in the local table; None when there is none or it is erased
+        (the local table has an erased row until its tombstone is acknowledged)."""
+        if customer_id in self.deleted or customer_id in self._deleting:
+            return None
+        read = self._read_raw
+        raw: bytes | None = (
+            read(self.partition, customer_id) if read else self.table.get(customer_id)
+        )
+        return raw
 
     def put(self, state: CustomerState) -> None:
         self.cache[state.customer_id] = state
@@ -193,10 +201,7 @@ class TableStore:
         state = self.cache.get(customer_id)
         if state is not None:
             return state.next_due_ms
-        if customer_id in self.deleted or customer_id in self._deleting:
-            return None
-        read = self._read_raw
-        raw = read(self.partition, customer_id) if read else self.table.get(customer_id)
+        raw = self._stored_row(customer_id)
         if raw is None:
             return None
         head = CustomerState.index_head(raw)
