@@ -47,6 +47,12 @@ async def send_batched(producer: Any, records: Sequence[Record]) -> list[Sent]:
     sent: list[Sent | None] = [None] * len(records)
 
     async def submit(topic: str, partition: int, builder: Any, members: list[int]) -> None:
+        # A closed batch goes out without waiting for the producer's linger: it is complete
+        # (nothing else is added to it) and its sender awaits the acknowledgement next, so
+        # lingering only added up to RFM_PRODUCER_LINGER_MS to every batch, twice per input
+        # batch (outputs, then the changelog). aiokafka sends a closed builder at once
+        # (MessageBatch.remaining_linger), and no ``producer.send`` appends to it.
+        builder.close()
         future = await aio.send_batch(builder, topic, partition=partition)
         for index, member in enumerate(members):
             sent[member] = (future, index)

@@ -72,6 +72,9 @@ class HeldBatch:
         self.records.append((key, value))
         return object()
 
+    def close(self) -> None:
+        """send_batched closes a batch before handing it over (no linger)."""
+
 
 class HeldProducer:
     """Takes whole batches (as aiokafka's ``send_batch``) and acknowledges them when told to."""

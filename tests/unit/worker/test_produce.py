@@ -14,6 +14,10 @@ class Batch:
     def __init__(self, room: int) -> None:
         self.room = room
         self.records: list[tuple[bytes | None, bytes | None]] = []
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> Any:
         if len(self.records) >= self.room:
@@ -53,6 +57,7 @@ class Producer:
         return Batch(self.room)
 
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+        assert batch.closed, "a batch is handed over closed: complete, sent without lingering"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         base = self.next_offset.get((topic, partition), 0)
         self.next_offset[(topic, partition)] = base + len(batch.records)
@@ -87,3 +92,28 @@ def test_records_keep_their_order_per_partition_and_get_their_offsets() -> None:
         assert [offset for offset, _, _ in mine] == list(range(len(mine)))
         stored = [r for _, p, batch in producer.sent if p == partition for r in batch.records]
         assert stored == [(key, value) for _, key, value in mine]
+
+
+def test_aiokafka_sends_a_closed_batch_without_lingering() -> None:
+    """What send_batched relies on: aiokafka lingers on an open batch, not on a closed one.
+
+    A linger of RFM_PRODUCER_LINGER_MS on each of a batch's two acknowledged sends (outputs,
+    then the changelog) was that much latency per batch; aiokafka is pinned, and this says
+    when a new version changes the rule.
+    """
+    from aiokafka.producer.message_accumulator import BatchBuilder, MessageBatch
+    from aiokafka.structs import TopicPartition
+
+    def batch(closed: bool) -> MessageBatch:
+        builder = BatchBuilder(16_384, 0)
+        assert builder.append(key=b"k", value=b"v", timestamp=None) is not None
+        if closed:
+            builder.close()
+        return MessageBatch(TopicPartition("t", 0), builder, ttl=30, linger_time=0.5)
+
+    async def remaining() -> tuple[float | None, float | None]:
+        return batch(closed=False).remaining_linger(), batch(closed=True).remaining_linger()
+
+    open_wait, closed_wait = asyncio.run(remaining())  # a batch's future needs a running loop
+    assert open_wait is not None and open_wait > 0.4
+    assert closed_wait is None
