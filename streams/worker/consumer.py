@@ -37,12 +37,14 @@ ignored as a redelivery: lost. Faust's fetch loop can do exactly that around a r
 Re-reading from the committed offset hands out again what was processed but not yet committed:
 the redelivery guard makes that a no-op, and every output carries an id.
 
-**Bulk hand-out.** The topics of a :class:`BulkInbox` (the inputs of the customers agent) skip
-Faust's conductor: no event, channel decode or queue put per record. The records of one fetch
-that pass every rule above are collected, with no await in between (so the rules still hold
-when they are handed out), and put in the inbox as one run; a put that a stopped flow or worker
-cuts short unanchors every partition of the run, exactly as a cut record does. The inbox is a
-Faust flow-control queue cleared when the flow resumes, like the agents' own queues.
+**Bulk hand-out.** The topics of a :class:`BulkInbox` (every agent of the worker has one: the
+customers agent's inputs, and the profiles, triggers, offers and outcomes its other agents
+read) skip Faust's conductor: no event, channel decode or queue put per record. The records of
+one fetch that pass every rule above are collected per inbox, with no await in between (so the
+rules still hold when they are handed out), and put in each inbox as one run; a put that a
+stopped flow or worker cuts short unanchors every partition of its run and of the runs not yet
+put, exactly as a cut record does. An inbox is a Faust flow-control queue cleared when the
+flow resumes, like the agents' own queues.
 
 **Pinned.** These classes subclass and override private parts of faust-streaming's consumer
 (its fetch loop, ``_add_gap``, the commit), of its aiokafka driver and of aiokafka's partition
@@ -231,8 +233,8 @@ class StampingConsumerThread(AIOKafkaConsumerThread):
 class ContiguousConsumer(AIOKafkaConsumer):
     """See the module doc. Install with :func:`install` before the app creates its consumer."""
 
-    inbox: ClassVar[BulkInbox | None] = None
-    """Set by :func:`install`: the topics handed out in runs, and where to."""
+    inboxes: ClassVar[Mapping[str, BulkInbox]] = {}
+    """Set by :func:`install`: topic -> the inbox its records are handed to in runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -460,41 +462,46 @@ class ContiguousConsumer(AIOKafkaConsumer):
         """Hand one fetch's records to the agents, under the rules of the module doc.
 
         ``generation_id`` and ``lineages`` are as they were when the fetch returned. Records of
-        the inbox's topics are collected into a run, handed out before any await (module doc).
+        an inbox's topics are collected into one run per inbox, handed out before any await
+        (module doc).
         """
         marks = getattr(records, "marks", {})
         buffered = self._buffered_partitions
         read_offset = self._read_offset
         commit_every = self._commit_every
-        inbox = self.inbox
-        bulk_topics = inbox.topics if inbox is not None else frozenset()
-        run: list[Any] = []
+        inboxes = self.inboxes
+        runs: dict[BulkInbox, list[Any]] = {}
         ran: dict[TP, tuple[int, int | None]] = {}
-        """Partition -> (last offset, lineage) of the records in ``run``."""
+        """Partition -> (last offset, lineage) of its records in ``runs``."""
         suspended = asyncio.ensure_future(self.suspend_flow.wait())
         stopping = asyncio.ensure_future(self._stopped.wait())
         cut = False
         yielded = 0
 
         async def hand_out_run() -> bool:
-            nonlocal run, ran
-            if not run:
+            """Put each inbox's run; after one is cut short, the rest are not put (cut too)."""
+            nonlocal runs, ran
+            if not runs:
                 return True
-            handed, progress = run, ran
-            run, ran = [], {}
-            assert inbox is not None
-            if not await self._deliver_run(inbox, handed, suspended, stopping):
-                for tp in progress:
+            handing, progress = runs, ran
+            runs, ran = {}, {}
+            done = True
+            for box, handed in handing.items():
+                mine = [tp for tp in progress if tp.topic in box.topics]
+                if done and await self._deliver_run(box, handed, suspended, stopping):
+                    for tp in mine:
+                        offset, lineage = progress[tp]
+                        if lineage == self._lineage.get(tp) and tp in self._next:
+                            self._next[tp] = offset + 1  # unless a seek started a new read
+                        read_offset[tp] = offset
+                        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    continue
+                done = False
+                for tp in mine:
                     if tp in self._next:
                         self.stats["cut"] += 1
                         self._unanchor(tp)
-                return False
-            for tp, (offset, lineage) in progress.items():
-                if lineage == self._lineage.get(tp) and tp in self._next:
-                    self._next[tp] = offset + 1  # unless a seek started a new read meanwhile
-                read_offset[tp] = offset
-                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            return True
+            return done
 
         try:
             for tp, record in self.scheduler.iterate(records):
@@ -532,10 +539,10 @@ class ContiguousConsumer(AIOKafkaConsumer):
                     continue
                 offset = record.offset
                 lineage = None
-                bulk = strict and tp.topic in bulk_topics
+                box = inboxes.get(tp.topic) if strict else None
                 if strict:
                     expected = self._next.get(tp)
-                    if bulk and tp in ran:
+                    if box is not None and tp in ran:
                         expected = ran[tp][0] + 1
                     if expected is None or self._anchor.get(tp) is not marks[tp][0]:
                         self.stats["cut"] += 1
@@ -553,9 +560,12 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 message = self._to_message(tp, record)
                 if isinstance(message, StampedMessage):
                     message.lineage = lineage
-                if bulk:
+                if box is not None:
                     # no await until the run is handed out: the checks above still hold then
-                    run.append(message)
+                    pending = runs.get(box)
+                    if pending is None:
+                        pending = runs[box] = []
+                    pending.append(message)
                     ran[tp] = (offset, lineage)
                     continue
                 if not await hand_out_run():  # before any await, and to keep arrival order
@@ -625,10 +635,11 @@ async def _unless_cut(
     return False
 
 
-def install(app: Any, inbox: BulkInbox | None = None) -> None:
-    """Make ``app`` create a :class:`ContiguousConsumer` (handing ``inbox``'s topics in runs).
+def install(app: Any, *inboxes: BulkInbox) -> None:
+    """Make ``app`` create a :class:`ContiguousConsumer` (handing each inbox's topics in runs).
 
-    Warns loudly on unpinned versions.
+    A topic belongs to one inbox at most: its records are handed out once. Warns loudly on
+    unpinned versions.
     """
     for mismatch in version_mismatches():
         log.error(
@@ -636,9 +647,15 @@ def install(app: Any, inbox: BulkInbox | None = None) -> None:
             "are untested with these; install rfm-stream's pinned versions",
             mismatch,
         )
+    by_topic: dict[str, BulkInbox] = {}
+    for box in inboxes:
+        for topic in box.topics:
+            if topic in by_topic:
+                raise ValueError(f"topic {topic!r} is in two inboxes; a topic has one reader")
+            by_topic[topic] = box
 
     class Consumer(ContiguousConsumer):
         pass
 
-    Consumer.inbox = inbox
+    Consumer.inboxes = by_topic
     app.transport.Consumer = Consumer

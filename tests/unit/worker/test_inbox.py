@@ -1,4 +1,4 @@
-"""The customers agent's inbox: bounded by the records waiting, not by the runs."""
+"""The agents' inboxes: bounded by the records waiting, not by the runs; one inbox per topic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mode.utils.queues import FlowControlEvent
 
-from streams.worker.consumer import RecordQueue
+from streams.worker.consumer import BulkInbox, ContiguousConsumer, RecordQueue, install
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,3 +53,39 @@ async def test_clearing_on_a_rebalance_forgets_the_records() -> None:
     assert blocked.cancelled(), "a put waiting on the cleared queue is cut (read again later)"
     await asyncio.wait_for(q.put([6, 7]), 1)
     assert q.qsize() == 2
+
+
+class _FakeApp:
+    """What ``BulkInbox`` and ``install`` touch of a Faust app."""
+
+    def __init__(self) -> None:
+        self.flow_control = FlowControlEvent()
+
+        class Transport:
+            Consumer: object = None
+
+        self.transport = Transport()
+
+
+async def test_install_maps_every_inbox_topic_to_its_inbox() -> None:
+    """Every agent has its inbox; the consumer finds a record's inbox by its topic."""
+    app = _FakeApp()
+    inputs = BulkInbox(app, ("purchases", "interactions"))
+    triggers = BulkInbox(app, ("segment-changes", "churn-alerts"))
+    install(app, inputs, triggers)
+    consumer = app.transport.Consumer
+    assert consumer is not None and issubclass(consumer, ContiguousConsumer)
+    assert consumer.inboxes == {
+        "purchases": inputs,
+        "interactions": inputs,
+        "segment-changes": triggers,
+        "churn-alerts": triggers,
+    }
+    assert ContiguousConsumer.inboxes == {}, "the installed class is the app's own subclass"
+
+
+async def test_a_topic_in_two_inboxes_is_refused() -> None:
+    """Its records would be handed to one reader only, and the other would wait forever."""
+    app = _FakeApp()
+    with pytest.raises(ValueError, match="two inboxes"):
+        install(app, BulkInbox(app, ("profiles",)), BulkInbox(app, ("profiles", "offers")))
