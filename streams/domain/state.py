@@ -199,7 +199,12 @@ class CustomerState:
 
     # ------------------------------------------------------------------ serialization
     def to_list(self) -> list[Any]:
-        first_stream = min(self.offsets) if self.offsets else None
+        # Sorted by key (unique, so the same order as sorting the pairs): comparing ints and
+        # strings is several times cheaper than comparing lists, and a flush serializes
+        # every changed state.
+        buckets, folded_ids, touches = self.buckets, self.folded_ids, self.touches
+        touch_ids, offsets = self.touch_ids, self.offsets
+        first_stream = min(offsets) if offsets else None
         return [
             _FORMAT,
             self.next_due_ms,
@@ -215,15 +220,15 @@ class CustomerState:
             self.repeat_cents,
             self.refunded_cents,
             self.gap_sq_days,
-            sorted([b, n, c] for b, (n, c) in self.buckets.items()),
+            [[b, *buckets[b]] for b in sorted(buckets)],
             [list(p) for p in self.pending],
-            sorted([i, t] for i, t in self.folded_ids.items()),
+            [[i, folded_ids[i]] for i in sorted(folded_ids)],
             self.folded_ms,
-            sorted([b, n] for b, n in self.touches.items()),
+            [[b, touches[b]] for b in sorted(touches)],
             self.interactions,
             self.last_touch_ms,
-            sorted([i, t] for i, t in self.touch_ids.items()),
-            sorted([k, o] for k, o in self.offsets.items()),
+            [[i, touch_ids[i]] for i in sorted(touch_ids)],
+            [[k, offsets[k]] for k in sorted(offsets)],
             list(self.scores) if self.scores else None,
             self.segment,
             self.segment_since_ms,
