@@ -115,9 +115,11 @@ class Settings(BaseSettings):
         2_000, ge=1, le=100_000, description="input events processed (and committed) together"
     )
     batch_within_ms: float = Field(
-        50.0,
+        5.0,
         gt=0,
         le=10_000,
+        # 5 ms: lower latency than 50 at every rate measured (docs/benchmarks.md#latency);
+        # a backlog fills its batches (RFM_BATCH_MAX) long before the window ends
         description="longest wait to fill a batch: the latency floor at low traffic",
     )
     producer_linger_ms: float = Field(
