@@ -56,6 +56,20 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank]
 
 
+def slowest_seconds(timeline: list[tuple[float, float]], top: int = 5) -> list[str]:
+    """The seconds of the run whose probes were slowest: when the tail happened (a pause
+    every few seconds points at periodic work, a steady tail at queueing)."""
+    by_second: dict[int, list[float]] = {}
+    for at, latency in timeline:
+        by_second.setdefault(int(at), []).append(latency * 1000)
+    worst = sorted(by_second.items(), key=lambda item: max(item[1]), reverse=True)[:top]
+    return [
+        f"  second {second:>4}: max {max(ms):6.1f} ms, {sum(v > 50 for v in ms)} of {len(ms)} "
+        "probes over 50 ms"
+        for second, ms in sorted(worst)
+    ]
+
+
 def rules_with_lateness(seconds: float) -> Path:
     """The packaged rules file with another allowed lateness, for ``worker --rules``."""
     text = resources.files("streams.domain").joinpath("rules.toml").read_text("utf-8")
@@ -72,8 +86,9 @@ def rules_with_lateness(seconds: float) -> Path:
 
 async def drive(
     settings: Settings, rate: float, probes_per_s: float, seconds: float, warmup: float
-) -> tuple[list[float], int, int]:
-    """Produce background + probes for ``seconds``; returns probe latencies (s), sent, lost."""
+) -> tuple[list[float], int, int, list[tuple[float, float]]]:
+    """Produce background + probes for ``seconds``; returns probe latencies (s), sent, lost
+    and the timeline (:func:`slowest_seconds`)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     t = settings.topics
@@ -103,6 +118,8 @@ async def drive(
         await consumer.position(tp)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
+    """(seconds into the run the probe was sent, its latency) of each probe measured."""
     done = asyncio.Event()
 
     async def consume() -> None:
@@ -118,6 +135,7 @@ async def drive(
                     started = sent_at.pop(key, None)
                     if started is not None and started >= 0:
                         latencies.append(now - started)
+                        timeline.append((started - begin, now - started))
                     elif started is not None:
                         sent_at[key] = -1.0  # warm-up probe: seen, not counted
             if done.is_set() and time.perf_counter() > deadline_drain:
@@ -198,7 +216,7 @@ async def drive(
     lost = sum(1 for v in sent_at.values() if v >= 0)
     await producer.stop()
     await consumer.stop()
-    return latencies, sent, lost
+    return latencies, sent, lost, timeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise TimeoutError("the worker did not come up in 120 s:\n" + proc.tail())
             time.sleep(0.2)
         time.sleep(2)  # partitions assigned, table recovered (empty)
-        latencies, sent, lost = asyncio.run(
+        latencies, sent, lost, timeline = asyncio.run(
             drive(settings, args.rate, args.probes_per_s, args.seconds, args.warmup)
         )
         proc.check()
@@ -261,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {figures['p99_ms']:.1f} ms  p99.9 {figures['p99_9_ms']:.1f} ms  "
         f"max {figures['max_ms']:.1f} ms  (lost {lost})"
     )
+    for line in slowest_seconds(timeline):
+        print(line)
     if args.json:
         args.json.write_bytes(orjson.dumps(figures))
     return 1 if lost or not ms else 0
