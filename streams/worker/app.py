@@ -64,6 +64,10 @@ OFFER_BATCH = 100
 """Triggers per offers batch: offers are decided one by one (Redis), and sent together."""
 FEED_BATCH = 500
 """Offers per batch of the ``web_feed`` agent (it only counts them)."""
+SIDE_INBOX_RECORDS = 4_096
+"""Records waiting for the views or the offers agent at most (Faust's stream buffer size, which
+bounded them before they had inboxes): each waiting profile holds its fetched bytes, and
+8,192 of them left ~25 MiB more resident after a backlog than 4,096 did."""
 REDIS_SIDE_WITHIN_S = 0.1
 """Shortest batch window of the agents that write to Redis (views, offers, outcomes).
 
@@ -132,11 +136,12 @@ def build(settings: Settings, rules: Rules, model: Model | None = None) -> Topol
     # Every agent reads whole fetched runs from its own inbox (see streams.worker.consumer):
     # Faust's per-record path (conductor, event, channel queue) cost as much per record as
     # Faust's do-nothing agent, and the other agents read ~1.5 records per input event
-    # (profiles, segment changes, alerts, offers). Each inbox holds a few batches.
+    # (profiles, segment changes, alerts, offers). The customers agent's inbox holds a few
+    # batches; the others hold what Faust's stream buffer held (SIDE_INBOX_RECORDS).
     inbox = BulkInbox(app, (t.purchases, t.interactions), max_records=4 * settings.batch_max)
-    views_inbox = BulkInbox(app, (t.profiles,), max_records=4 * settings.batch_max)
+    views_inbox = BulkInbox(app, (t.profiles,), max_records=SIDE_INBOX_RECORDS)
     triggers_inbox = BulkInbox(
-        app, (t.segment_changes, t.churn_alerts), max_records=4 * settings.batch_max
+        app, (t.segment_changes, t.churn_alerts), max_records=SIDE_INBOX_RECORDS
     )
     outcomes_inbox = BulkInbox(app, (t.offer_outcomes,), max_records=4 * FEED_BATCH)
     feed_inbox = BulkInbox(app, (t.retention_offers,), max_records=4 * FEED_BATCH)
