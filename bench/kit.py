@@ -186,6 +186,18 @@ def worker_consumed(port: int) -> int | None:
     return int(float(match.group(1))) if match else None
 
 
+_LAG = re.compile(rb"^rfm_consumer_lag\{[^}]*\} (\S+)$", re.M)
+
+
+def worker_lag(port: int) -> int | None:
+    """Records not yet committed over all of a worker's partitions (every agent's topics), None
+    if not answering."""
+    body = http_get(f"http://127.0.0.1:{port}/metrics")
+    if body is None:
+        return None
+    return sum(int(float(v)) for v in _LAG.findall(body))
+
+
 def count_page(port: int) -> int | None:
     """The bench Faust apps' own counter page."""
     body = http_get(f"http://127.0.0.1:{port}/count")
