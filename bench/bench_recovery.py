@@ -1234,7 +1234,7 @@ def processed_memory(customers: int, events: int, keep: bool, json_path: Path | 
         """Wait until the worker has committed everything on every topic it reads (its other
         agents read the profiles and triggers after the inputs), then 3 s more; returns the
         wait. Measured mid-work, RSS holds the records and batches in flight: after a restart
-        the figure moved by ~500 B per customer with when the agents' backlogs were read."""
+        the figure of one code was 1,460 B per customer 3 s after ready, 713 B once idle."""
         begun = time.perf_counter()
         while True:
             lag = worker_lag(port)
