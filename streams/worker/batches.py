@@ -197,27 +197,6 @@ EXIT_AGENT_FAILED = 70
 """Exit status of a worker whose agent failed unexpectedly (``EX_SOFTWARE``)."""
 
 
-async def consume(
-    app: Any,
-    stream: Any,
-    handle: Callable[[list[Any]], Awaitable[None]],
-    *,
-    max_events: int,
-    within_s: float,
-    what: str,
-) -> None:
-    """Run ``handle`` on each batch, then acknowledge it; an error in ``handle`` ends the worker.
-
-    Why end the worker: the batch's events are tracked and unacknowledged, and carrying on
-    past them would let later acknowledgements commit over them (Faust commits past a gap of
-    one offset), while a rebalance or a shutdown would wait for them forever. Exiting at once
-    is a crash like any other: nothing unacknowledged is committed, and the next owner (or the
-    restarted worker) reads the batch again. Expected failures never get here — bad records
-    become dead letters, an unreachable broker or Redis is waited for.
-    """
-    await run_batches(Batches(app, stream, max_events, within_s), handle, what)
-
-
 async def consume_bulk(
     app: Any,
     inbox: Any,
@@ -227,14 +206,24 @@ async def consume_bulk(
     within_s: float,
     what: str,
 ) -> None:
-    """:func:`consume` for the runs of a :class:`streams.worker.consumer.BulkInbox` (messages)."""
+    """Run ``handle`` on each batch of an agent's :class:`streams.worker.consumer.BulkInbox`
+    (messages), then acknowledge it; an error in ``handle`` ends the worker.
+
+    Why end the worker: the batch's events are tracked and unacknowledged, and carrying on
+    past them would let later acknowledgements commit over them (Faust commits past a gap of
+    one offset), while a rebalance or a shutdown would wait for them forever. Exiting at once
+    is a crash like any other: nothing unacknowledged is committed, and the next owner (or the
+    restarted worker) reads the batch again. Expected failures never get here — bad records
+    become dead letters, an unreachable broker or Redis is waited for.
+    """
     await run_batches(BulkBatches(app, inbox, max_events, within_s), handle, what)
 
 
 async def run_batches(
     batches: Batches, handle: Callable[[list[Any]], Awaitable[None]], what: str
 ) -> None:
-    """Handle each batch, then acknowledge it; see :func:`consume` for an error in ``handle``."""
+    """Handle each batch, then acknowledge it; see :func:`consume_bulk` for an error in
+    ``handle``."""
     async for events in batches:
         try:
             await handle(events)

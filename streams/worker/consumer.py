@@ -478,7 +478,7 @@ class ContiguousConsumer(AIOKafkaConsumer):
         cut = False
         yielded = 0
 
-        async def hand_out_run() -> bool:
+        async def hand_out_runs() -> bool:
             """Put each inbox's run; after one is cut short, the rest are not put (cut too)."""
             nonlocal runs, ran
             if not runs:
@@ -568,7 +568,7 @@ class ContiguousConsumer(AIOKafkaConsumer):
                     pending.append(message)
                     ran[tp] = (offset, lineage)
                     continue
-                if not await hand_out_run():  # before any await, and to keep arrival order
+                if not await hand_out_runs():  # before any await, and to keep arrival order
                     cut = True
                     if strict and tp in self._next:
                         self.stats["cut"] += 1
@@ -590,7 +590,7 @@ class ContiguousConsumer(AIOKafkaConsumer):
                 yielded += 1
                 if yielded % 100 == 0:
                     await asyncio.sleep(0)
-            if not await hand_out_run():
+            if not await hand_out_runs():
                 cut = True
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0
